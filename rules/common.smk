@@ -1,0 +1,61 @@
+import shutil
+
+from snakemake.utils import validate
+
+import lcopt.config
+from lcopt.stacks import parse_stack
+
+# Clear messages first (file, key, allowed values), then snakemake's own schema check and defaults.
+lcopt.config.validate(config, ", ".join(map(str, workflow.configfiles)) or "config")
+
+
+validate(config, str(lcopt.config.SCHEMA_PATH))
+
+R = "results"
+MODELS = list(config["models"])
+DATASETS = list(config["datasets"])
+STACKS = list(config["stacks"])
+ON_GPU = config["device"] == "cuda" or (
+    config["device"] == "auto" and shutil.which("nvidia-smi") is not None
+)
+TABLES = expand(
+    f"{R}/tables/{{name}}",
+    name=["long.parquet", "long.csv", "quality_wide.csv", "latency_wide.csv", "summary.md"],
+)
+PLOTS = expand(
+    f"{R}/plots/{{name}}.png",
+    name=["quality_vs_memory", "quality_vs_latency", "precision_recall", "scores"],
+)
+
+
+wildcard_constraints:
+    model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    stack=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
+    variant=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
+    prompt_variant=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
+
+
+def model_source(model):
+    """Where `from_pretrained` finds a model's weights and tokenizer."""
+    spec = config["models"][model]
+    if "gguf" in spec:
+        return f"{R}/models/{model}/source"
+    if spec["path"] == "lcopt-demo" and config["demo_model"]["retrain"]:
+        return f"{R}/demo-model"
+    return spec["path"]
+
+
+def model_source_input(wildcards):
+    """The source directory as an input when the workflow itself makes it."""
+    source = model_source(wildcards.model)
+    return [source] if source.startswith(f"{R}/") else []
+
+
+def gpus(model):
+    return config["models"][model]["gpus"] if ON_GPU else 0
+
+
+def dataset_task(dataset):
+    spec = config["datasets"][dataset]
+    return spec.get("longbench") or spec["synthetic"]

@@ -1,0 +1,22 @@
+rule inference:
+    """Greedy generation for one (model variant, KV-cache method, prompt variant, dataset)."""
+    input:
+        variant=lambda w: f"{R}/models/{w.model}/{parse_stack(w.stack).model_variant}/variant.json",
+        prompts=lambda w: f"{R}/prompts/{w.model}/{parse_stack(w.stack).prompt_variant}/{w.dataset}.jsonl",
+    output:
+        f"{R}/predictions/{{model}}/{{stack}}/{{dataset}}.jsonl",
+    params:
+        kv_method=lambda w: parse_stack(w.stack).kv_method,
+        device=config["device"],
+        dtype=lambda w: config["models"][w.model].get("dtype", config["dtype"]),
+    threads: 1
+    resources:
+        gpu=lambda w: gpus(w.model),
+    log:
+        f"{R}/logs/inference/{{model}}/{{stack}}/{{dataset}}.log",
+    benchmark:
+        f"{R}/benchmarks/inference/{{model}}/{{stack}}/{{dataset}}.tsv"
+    conda:
+        "../envs/lcopt.yaml"
+    script:
+        "../scripts/inference.py"

@@ -1,0 +1,19 @@
+rule prompts:
+    """Per model tokenizer: task template, middle truncation to the model's budget, chat template."""
+    input:
+        rows=f"{R}/data/{{dataset}}.jsonl",
+        source=model_source_input,
+    output:
+        f"{R}/prompts/{{model}}/{{prompt_variant}}/{{dataset}}.jsonl",
+    params:
+        source=lambda w: model_source(w.model),
+        task=lambda w: dataset_task(w.dataset),
+        max_input_tokens=lambda w: config["models"][w.model]["max_input_tokens"],
+    log:
+        f"{R}/logs/prompts/{{model}}/{{prompt_variant}}/{{dataset}}.log",
+    benchmark:
+        f"{R}/benchmarks/prompts/{{model}}/{{prompt_variant}}/{{dataset}}.tsv"
+    conda:
+        "../envs/lcopt.yaml"
+    script:
+        "../scripts/prompts.py"

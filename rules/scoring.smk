@@ -1,0 +1,21 @@
+rule score:
+    """LongBench's metric per dataset plus F1/precision/recall/EM/hallucination, bootstrap CIs."""
+    input:
+        predictions=f"{R}/predictions/{{model}}/{{stack}}/{{dataset}}.jsonl",
+        rows=f"{R}/data/{{dataset}}.jsonl",
+    output:
+        samples=f"{R}/scores/{{model}}/{{stack}}/{{dataset}}.samples.jsonl",
+        summary=f"{R}/scores/{{model}}/{{stack}}/{{dataset}}.summary.json",
+    params:
+        task=lambda w: dataset_task(w.dataset),
+        max_input_tokens=lambda w: config["models"][w.model]["max_input_tokens"],
+        seed=config["seed"],
+        resamples=config["bootstrap_resamples"],
+    log:
+        f"{R}/logs/score/{{model}}/{{stack}}/{{dataset}}.log",
+    benchmark:
+        f"{R}/benchmarks/score/{{model}}/{{stack}}/{{dataset}}.tsv"
+    conda:
+        "../envs/lcopt.yaml"
+    script:
+        "../scripts/score.py"

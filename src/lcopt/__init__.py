@@ -1,0 +1,3 @@
+"""lcopt: long-context inference optimizations, measured."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,114 @@
+"""Config loading and validation: a bad key, type or value stops the run before any job, with a
+message that names the file, the key and what is allowed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from lcopt.stacks import StackError, parse_stack
+from lcopt.tasks import get_task
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _key(path: Sequence) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _allowed(error: jsonschema.ValidationError) -> str:
+    s = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "additionalProperties":
+        allowed = sorted(s.get("properties", {}))
+        return f"allowed keys: {', '.join(allowed)}" if allowed else ""
+    if "enum" in s:
+        return "allowed: " + ", ".join(map(str, s["enum"]))
+    if "type" in s:
+        bounds = [f"{k} {s[k]}" for k in ("minimum", "maximum", "pattern") if k in s]
+        return f"expected {s['type']}" + (f" ({', '.join(bounds)})" if bounds else "")
+    return ""
+
+
+def _format(error: jsonschema.ValidationError, source: str) -> str:
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        path = [*path, extra[0]] if extra else path
+        message = f"unknown key {extra[0]!r}" if extra else error.message
+    elif error.validator == "propertyNames":
+        message = f"invalid name {error.instance!r}"
+    else:
+        message = error.message
+    allowed = _allowed(error)
+    return f"{source}: key '{_key(path)}': {message}" + (f"; {allowed}" if allowed else "")
+
+
+def _set_defaults(node, sch: dict) -> None:
+    if not isinstance(node, dict):
+        return
+    for key, sub in sch.get("properties", {}).items():
+        if key not in node and "default" in sub:
+            node[key] = yaml.safe_load(yaml.safe_dump(sub["default"]))
+        if key in node:
+            _set_defaults(node[key], sub)
+    extra = sch.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in node.items():
+            if key not in sch.get("properties", {}):
+                _set_defaults(value, extra)
+
+
+def validate(config: dict, source: str = "config") -> dict:
+    """Check `config` against the schema and the cross-field rules; fill defaults; return it."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"{source}: the config must be a mapping, got {type(config).__name__}")
+    sch = schema()
+    errors = sorted(jsonschema.Draft202012Validator(sch).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError("\n".join(_format(e, source) for e in errors))
+    _set_defaults(config, sch)
+    for name, model in config["models"].items():
+        if ("path" in model) == ("gguf" in model):
+            raise ConfigError(f"{source}: key 'models.{name}': give exactly one of 'path' or 'gguf'")
+    for name, ds in config["datasets"].items():
+        kinds = [k for k in ("longbench", "synthetic") if k in ds]
+        if len(kinds) != 1:
+            raise ConfigError(f"{source}: key 'datasets.{name}': give exactly one of 'longbench' or 'synthetic'")
+        if "synthetic" in ds and "words" not in ds:
+            raise ConfigError(f"{source}: key 'datasets.{name}.words': required for a synthetic dataset")
+        if "longbench" in ds and "words" in ds:
+            raise ConfigError(f"{source}: key 'datasets.{name}.words': only synthetic datasets take a length")
+        get_task(ds.get("longbench") or ds["synthetic"])
+    if any("longbench" in ds for ds in config["datasets"].values()):
+        lb = config["longbench"]
+        if lb["source"] == "local" and not lb.get("local_dir"):
+            raise ConfigError(f"{source}: key 'longbench.local_dir': required when longbench.source is local")
+    for i, stack in enumerate(config["stacks"]):
+        try:
+            parse_stack(stack)
+        except StackError as exc:
+            raise ConfigError(f"{source}: key 'stacks.{i}': {exc}") from None
+    return config
+
+
+def load(paths: Sequence[str | Path]) -> dict:
+    """Merge YAML files (later ones override top-level keys, as snakemake does) and validate."""
+    config: dict = {}
+    for path in paths:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc})") from exc
+        config.update(data)
+    return validate(config, ", ".join(map(str, paths)))

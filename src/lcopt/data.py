@@ -1,0 +1,116 @@
+"""The datasets stage: LongBench v1 rows (hub or local JSONL) or synthetic rows, as one JSONL each.
+
+The hub copy of THUDM/LongBench is a `data.zip` of JSONL files (its loading script no longer runs
+under today's `datasets`), so the hub path downloads that archive with `huggingface_hub`, takes the
+task's member out of it and reads it with `datasets.load_dataset("json", ...)`, the same reader the
+local path uses. Every file read is checked against the official sha256 where one is known.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import zipfile
+from pathlib import Path
+
+from lcopt import synthetic
+
+log = logging.getLogger(__name__)
+
+LONGBENCH_REPO = "THUDM/LongBench"
+# sha256 of data/<name>.jsonl in the hub's data.zip (see ../shared/assets/longbench/SHA256SUMS.official).
+OFFICIAL_SHA256 = {
+    "multi_news": "f8817c00af317c2d7f81128f334bcfe5780c6c2a515d5c96811aa0ddf8b5ee6b",
+    "qasper": "29aa07d2a63f36f4fb8e8cd200a3428ee3126d750bde6af1c8f9bc41c2366854",
+    "2wikimqa": "dda279cf93a99e1e5bfa3291fb199fd55978d10a1feb31822953cf77a1742e37",
+    "hotpotqa": "a0005ab2a1bc2ac3a70352dccbf96cccc4e0aac6bb677f6a55180fa51b92ef6f",
+    "gov_report": "d28112beb3a9b41d80aa390837fa1a31c9e3da84a5262009c97585cc49f597c4",
+    "narrativeqa": "0fb8d08ba5cdad4b74244224b0dc2e8b41ee6b850d954a13eb2d282621ce2f71",
+}
+REQUIRED_FIELDS = ("input", "context", "answers")
+
+
+class DataError(ValueError):
+    """A dataset file that is missing or malformed; the message names the file and what is wrong."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hub_jsonl(name: str, cache_dir: Path) -> Path:
+    """Download LongBench's data.zip from the hub (cached by huggingface_hub) and extract one task."""
+    from huggingface_hub import hf_hub_download
+
+    archive = hf_hub_download(LONGBENCH_REPO, "data.zip", repo_type="dataset")
+    member = f"data/{name}.jsonl"
+    target = cache_dir / f"{name}.jsonl"
+    with zipfile.ZipFile(archive) as zf:
+        if member not in zf.namelist():
+            raise DataError(f"{archive}: no member {member}; it has {', '.join(sorted(zf.namelist())[:8])}...")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(zf.read(member))
+    return target
+
+
+def read_longbench_jsonl(path: Path) -> list[dict]:
+    """Rows of one LongBench JSONL file through `datasets`, validated field by field."""
+    import datasets
+
+    if not path.is_file():
+        raise DataError(f"{path}: LongBench file not found (longbench.local_dir must hold <task>.jsonl files)")
+    try:
+        table = datasets.load_dataset(
+            "json", data_files=str(path), split="train", cache_dir=str(path.parent / ".hf-cache")
+        )
+    except Exception as exc:
+        raise DataError(f"{path}: not readable as JSON lines ({type(exc).__name__}: {exc})") from exc
+    missing = [f for f in REQUIRED_FIELDS if f not in table.column_names]
+    if missing:
+        raise DataError(f"{path}: rows lack field(s) {missing}; LongBench rows have {list(REQUIRED_FIELDS)}")
+    rows = table.to_list()
+    for i, row in enumerate(rows):
+        if not isinstance(row["answers"], list):
+            raise DataError(f"{path}: row {i} has answers of type {type(row['answers']).__name__}, expected a list")
+    return rows
+
+
+def load_longbench(name: str, source: str, local_dir: Path | None, cache_dir: Path) -> tuple[list[dict], dict]:
+    """Rows of LongBench task `name` and a provenance record (file, sha256, official or not)."""
+    if source == "hub":
+        path = hub_jsonl(name, cache_dir)
+    elif source == "local":
+        if local_dir is None:
+            raise DataError("longbench.source is 'local' but longbench.local_dir is not set")
+        path = Path(local_dir) / f"{name}.jsonl"
+    else:
+        raise DataError(f"longbench.source is {source!r}; allowed: hub, local")
+    rows = read_longbench_jsonl(path)
+    digest = sha256_of(path)
+    official = OFFICIAL_SHA256.get(name)
+    if official and digest != official:
+        log.warning("%s: sha256 %s differs from LongBench's official %s", path, digest[:16], official[:16])
+    return rows, {"file": str(path), "sha256": digest, "official_sha256_match": digest == official}
+
+
+def build_dataset(spec: dict, longbench: dict, cache_dir: Path) -> tuple[list[dict], dict]:
+    """The rows a dataset entry of the config names, cut to its sample count."""
+    n = spec["samples"]
+    if "synthetic" in spec:
+        rows = list(synthetic.generate(spec["synthetic"], spec["words"], n, spec.get("seed", 0)))
+        return rows, {
+            "generator": f"lcopt.synthetic/{spec['synthetic']}",
+            "words": spec["words"],
+            "seed": spec.get("seed", 0),
+        }
+    name = spec["longbench"]
+    local_dir = longbench.get("local_dir")
+    rows, provenance = load_longbench(name, longbench["source"], Path(local_dir) if local_dir else None, cache_dir)
+    for row in rows:
+        row.setdefault("dataset", name)
+        row["dataset"] = name
+    return rows[:n], provenance

@@ -1,0 +1,197 @@
+"""Greedy generation over a prompt file, one JSONL row per sample, resumable and profiled.
+
+Each finished sample is appended to `<out>.partial` and flushed, so a killed job loses at most the
+sample in flight and a rerun continues from the next one; the final file appears (atomically) only
+when every sample is done. Timings come from a streamer that stamps every generated token: time to
+first token (prefill), per-output-token time (decode), end to end. Memory: torch's peak allocation
+and NVML's device usage on a GPU, the process's peak RSS on a CPU; the KV cache's real bytes are
+summed from the cache object after generation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+from transformers.generation.streamers import BaseStreamer
+
+from lcopt.io import read_jsonl
+from lcopt.kvcache import make_cache
+
+log = logging.getLogger(__name__)
+
+
+class TokenClock(BaseStreamer):
+    """Stamps the wall time of each generated token (`generate` first puts the prompt, then tokens)."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.stamps: list[float] = []
+        self._prompt_seen = False
+
+    def put(self, value) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        if self._prompt_seen:
+            self.stamps.append(time.perf_counter())
+        self._prompt_seen = True
+
+    def end(self) -> None:
+        pass
+
+
+def cache_bytes(cache) -> int:
+    """Bytes held by every tensor of a transformers cache (quantized caches included)."""
+    if cache is None:
+        return 0
+    total, seen = 0, set()
+
+    def visit(obj, depth=0):
+        nonlocal total
+        if depth > 3:
+            return
+        if isinstance(obj, torch.Tensor):
+            if id(obj) not in seen:
+                seen.add(id(obj))
+                total += obj.numel() * obj.element_size()
+        elif isinstance(obj, list | tuple):
+            for item in obj:
+                visit(item, depth + 1)
+        elif hasattr(obj, "__dict__"):
+            for item in vars(obj).values():
+                visit(item, depth + 1)
+
+    for layer in getattr(cache, "layers", []):
+        visit(layer)
+    return total
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+class MemoryProbe:
+    """Per-sample peak memory: torch + NVML on CUDA, process peak RSS on CPU."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.nvml = None
+        if device.startswith("cuda"):
+            try:
+                import pynvml
+
+                pynvml.nvmlInit()
+                index = torch.device(device).index or 0
+                self.nvml = (pynvml, pynvml.nvmlDeviceGetHandleByIndex(index))
+            except Exception as exc:  # NVML is optional; torch's numbers remain
+                log.warning("NVML unavailable: %s", exc)
+
+    def start(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def read(self) -> dict:
+        if self.device.startswith("cuda"):
+            out = {"peak_mem_bytes": torch.cuda.max_memory_allocated(self.device), "mem_source": "torch.cuda"}
+            if self.nvml:
+                pynvml, handle = self.nvml
+                out["nvml_used_bytes"] = pynvml.nvmlDeviceGetMemoryInfo(handle).used
+            return out
+        return {"peak_mem_bytes": peak_rss_bytes(), "mem_source": "process peak RSS"}
+
+
+def generate_one(
+    model, tokenizer, prompt: dict, max_new_tokens: int, kv_method: str, device: str, probe: MemoryProbe
+) -> dict:
+    enc = tokenizer(prompt["prompt"], add_special_tokens=prompt["add_special_tokens"], return_tensors="pt").to(device)
+    n_in = enc["input_ids"].shape[1]
+    cache = make_cache(kv_method, model.config)
+    clock = TokenClock(device)
+    probe.start()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(
+            **enc,
+            past_key_values=cache,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            streamer=clock,
+            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+            return_dict_in_generate=True,
+        )
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    end = time.perf_counter()
+    new_tokens = out.sequences[0, n_in:]
+    n_out = int(new_tokens.shape[0])
+    stamps = clock.stamps
+    ttft = stamps[0] - start if stamps else end - start
+    tpot = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else None
+    return {
+        "prediction": tokenizer.decode(new_tokens, skip_special_tokens=True),
+        "n_input_tokens": n_in,
+        "n_output_tokens": n_out,
+        "ttft_s": ttft,
+        "tpot_s": tpot,
+        "e2e_s": end - start,
+        "decode_tokens_per_s": (len(stamps) - 1) / (stamps[-1] - stamps[0]) if tpot else None,
+        "kv_cache_bytes": cache_bytes(out.past_key_values if cache is None else cache),
+        **probe.read(),
+    }
+
+
+def run(
+    variant_json: Path,
+    prompts_jsonl: Path,
+    out_jsonl: Path,
+    kv_method: str = "none",
+    device: str = "auto",
+    dtype: str = "auto",
+    max_new_tokens: int | None = None,
+) -> None:
+    """Generate for every prompt not yet in `<out>.partial`, then publish `out_jsonl` atomically."""
+    from lcopt.models import load_variant
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    torch.manual_seed(0)
+    prompts = read_jsonl(prompts_jsonl)
+    partial = Path(f"{out_jsonl}.partial")
+    done = {row["_id"] for row in read_jsonl(partial)} if partial.exists() else set()
+    if done:
+        log.info("resuming %s: %d of %d samples already done", out_jsonl, len(done), len(prompts))
+    model, tokenizer, _ = load_variant(variant_json, device, dtype)
+    probe = MemoryProbe(device)
+    todo = [p for p in prompts if p["_id"] not in done]
+    with open(partial, "a", encoding="utf-8") as sink:
+        for prompt in tqdm(todo, desc=f"{out_jsonl.parent.name}/{out_jsonl.stem}", unit="sample", mininterval=2):
+            budget = max_new_tokens or prompt["max_new_tokens"]
+            record = {
+                "_id": prompt["_id"],
+                "status": "ok",
+                "truncated": prompt["truncated"],
+                "chat_template": prompt["chat_template"],
+                "kv_method": kv_method,
+                "device": device,
+            }
+            try:
+                record |= generate_one(model, tokenizer, prompt, budget, kv_method, device, probe)
+            except torch.OutOfMemoryError as exc:  # recorded, not fatal: the next sample may fit
+                record |= {"status": "oom", "prediction": "", "error": str(exc).splitlines()[0]}
+                if device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+            sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+    rows = {row["_id"]: row for row in read_jsonl(partial)}
+    ordered = [rows[p["_id"]] for p in prompts]
+    from lcopt.io import write_jsonl_atomic
+
+    write_jsonl_atomic(out_jsonl, ordered)
+    partial.unlink()

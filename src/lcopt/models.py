@@ -1,0 +1,103 @@
+"""Model sources and variant directories.
+
+A model in the config is a Hugging Face hub id, a local directory, lcopt's built-in demo model
+(`lcopt-demo`), or a GGUF file inside an installed Python package that is imported once into a normal
+HF directory. A *variant* is a model after the model-side techniques of a stack (pruning,
+quantization); it lives in `results/models/<model>/<stack>/` with a `variant.json` that says where
+its weights are. The baseline variant points at the source and copies nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from pathlib import Path
+
+from lcopt.io import atomic_dir, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+DEMO_MODEL = "lcopt-demo"
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.gguf", "*.pt")
+
+
+class ModelError(ValueError):
+    """A model source that cannot be used; the message names the path and what is missing."""
+
+
+def demo_checkpoint() -> Path:
+    from lcopt.demo_model import CHECKPOINT_DIR
+
+    return CHECKPOINT_DIR
+
+
+def package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"Python package {package!r} is not installed (it should carry the GGUF file)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def check_local_model(path: Path) -> None:
+    """Fail early, and clearly, on a directory that cannot hold a loadable model."""
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path}: no config.json; not a Hugging Face model directory")
+    if not any(next(path.glob(p), None) for p in WEIGHT_PATTERNS):
+        raise ModelError(f"{path}: config.json but no weights ({', '.join(WEIGHT_PATTERNS)})")
+
+
+def resolve_source(path: str) -> str:
+    """A `from_pretrained` argument: a checked local directory, or a hub id passed through."""
+    if path == DEMO_MODEL:
+        path = str(demo_checkpoint())
+    local = Path(path)
+    if local.exists():
+        check_local_model(local)
+        return str(local.resolve())
+    if path.startswith((".", "/")) or path.count("/") > 1:
+        raise ModelError(f"{path}: no such directory (and not a hub id of the form owner/name)")
+    return path
+
+
+def import_gguf(package: str, file: str, out_dir: Path) -> None:
+    """Dequantize a GGUF file into a normal HF model + tokenizer directory (done once per model)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = package_dir(package)
+    if not (source / file).is_file():
+        found = ", ".join(p.name for p in source.glob("*.gguf")) or "none"
+        raise ModelError(f"{source / file}: no such GGUF file; the package has: {found}")
+    log.info("importing %s from %s", file, source)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=file)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=file)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json_atomic(tmp / "lcopt_source.json", {"package": package, "file": file})
+
+
+def write_variant(model: str, stack: str, source: str, out: Path) -> None:
+    """The baseline variant: a pointer to the source weights (model-side techniques add real ones)."""
+    resolved = resolve_source(source)
+    write_json_atomic(out, {"model": model, "stack": stack, "weights": resolved, "techniques": []})
+
+
+def torch_dtype(name: str, device: str):
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, name)
+
+
+def load_variant(variant_json: Path, device: str, dtype: str = "auto"):
+    """(model, tokenizer) of a variant, through `from_pretrained` like any hub model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    variant = json.loads(Path(variant_json).read_text())
+    weights = variant["weights"]
+    tokenizer = AutoTokenizer.from_pretrained(weights)
+    model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch_dtype(dtype, device))
+    model.to(device).eval()
+    return model, tokenizer, variant

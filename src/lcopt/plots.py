@@ -1,0 +1,143 @@
+"""The plots stage: PNG figures from the long table, meant to be read by a person.
+
+- quality vs memory and quality vs latency, one panel per dataset, one point per (model, stack);
+- precision vs recall on QA tasks (F1 can hold while the two trade places);
+- per-dataset bars of LongBench's score with 95% CIs.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import polars as pl
+
+from lcopt.io import atomic_file
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def _grid(n: int):
+    cols = min(3, max(1, n))
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def _points(long: pl.DataFrame, x_metric: str) -> pl.DataFrame:
+    quality = long.filter((pl.col("kind") == "quality") & (pl.col("metric") == "score")).select(
+        "model", "stack", "dataset", pl.col("value").alias("score"), "ci_low", "ci_high"
+    )
+    x = long.filter((pl.col("kind") == "system") & (pl.col("metric") == x_metric)).select(
+        "model", "stack", "dataset", pl.col("value").alias("x")
+    )
+    return quality.join(x, on=["model", "stack", "dataset"], how="inner")
+
+
+def quality_vs(long: pl.DataFrame, x_metric: str, x_label: str, scale: float, path: Path) -> None:
+    pts = _points(long, x_metric)
+    datasets = sorted(pts["dataset"].unique().to_list()) or ["(no data)"]
+    fig, axes = _grid(len(datasets))
+    for ax, ds in zip(axes, datasets, strict=True):
+        sub = pts.filter(pl.col("dataset") == ds)
+        for r in sub.iter_rows(named=True):
+            yerr = [[100 * (r["score"] - r["ci_low"])], [100 * (r["ci_high"] - r["score"])]]
+            ax.errorbar(r["x"] * scale, 100 * r["score"], yerr=yerr, fmt="o", capsize=3)
+            ax.annotate(
+                f"{r['model']}\n{r['stack']}",
+                (r["x"] * scale, 100 * r["score"]),
+                fontsize=7,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
+        ax.set_title(ds)
+        ax.set_xlabel(x_label)
+        ax.set_ylabel("LongBench score (×100)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Quality vs {x_label}")
+    _save(fig, path)
+
+
+def precision_recall(long: pl.DataFrame, path: Path) -> None:
+    q = long.filter(
+        (pl.col("kind") == "quality")
+        & pl.col("metric").is_in(["precision", "recall"])
+        & (pl.col("longbench_metric") == "qa_f1")
+    )
+    table = (
+        q.pivot(on="metric", index=["model", "stack", "dataset"], values="value", aggregate_function="first")
+        if not q.is_empty()
+        else pl.DataFrame()
+    )
+    fig, ax = plt.subplots(figsize=(6, 5))
+    if not table.is_empty():
+        for ds in sorted(table["dataset"].unique().to_list()):
+            sub = table.filter(pl.col("dataset") == ds)
+            ax.scatter(100 * sub["recall"].to_numpy(), 100 * sub["precision"].to_numpy(), label=ds)
+            for r in sub.iter_rows(named=True):
+                ax.annotate(
+                    f"{r['model']}/{r['stack']}",
+                    (100 * r["recall"], 100 * r["precision"]),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+        ax.legend(fontsize=8)
+    ax.plot([0, 100], [0, 100], ls=":", color="grey")
+    ax.set_xlim(0, 105)
+    ax.set_ylim(0, 105)
+    ax.set_xlabel("token recall (×100)")
+    ax.set_ylabel("token precision (×100)")
+    ax.set_title("Precision vs recall (QA tasks)")
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def score_bars(long: pl.DataFrame, path: Path) -> None:
+    q = long.filter((pl.col("kind") == "quality") & (pl.col("metric") == "score")).sort(["dataset", "model", "stack"])
+    datasets = sorted(q["dataset"].unique().to_list()) or ["(no data)"]
+    variants = q.select("model", "stack").unique(maintain_order=True).rows()
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(datasets) * max(1, len(variants)) * 0.6), 4.5))
+    width = 0.8 / max(1, len(variants))
+    for i, (model, stack) in enumerate(variants):
+        sub = {
+            r["dataset"]: r
+            for r in q.filter((pl.col("model") == model) & (pl.col("stack") == stack)).iter_rows(named=True)
+        }
+        xs = [j + i * width for j, ds in enumerate(datasets) if ds in sub]
+        rows = [sub[ds] for ds in datasets if ds in sub]
+        ax.bar(
+            xs,
+            [100 * r["value"] for r in rows],
+            width,
+            yerr=[[100 * (r["value"] - r["ci_low"]) for r in rows], [100 * (r["ci_high"] - r["value"]) for r in rows]],
+            capsize=2,
+            label=f"{model} / {stack}",
+        )
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(datasets))], datasets, rotation=30, ha="right")
+    ax.set_ylabel("LongBench score (×100), 95% CI")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title("Score per dataset")
+    _save(fig, path)
+
+
+def write_plots(long_parquet: Path, out_dir: Path) -> None:
+    long = pl.read_parquet(long_parquet)
+    out_dir = Path(out_dir)
+    quality_vs(long, "peak_mem_bytes", "peak memory (MiB)", 2**-20, out_dir / "quality_vs_memory.png")
+    quality_vs(long, "e2e_s", "end-to-end latency (s)", 1.0, out_dir / "quality_vs_latency.png")
+    precision_recall(long, out_dir / "precision_recall.png")
+    score_bars(long, out_dir / "scores.png")

@@ -1,0 +1,108 @@
+"""Prompts as LongBench builds them: task template, middle truncation, then the chat template.
+
+LongBench (`pred.py`) tokenizes the filled template and, when it is longer than the model's budget,
+keeps the first and last half of the budget's tokens ("the left and right side may contain crucial
+instructions"). lcopt does the same, but counts the chat template's tokens inside the budget, so the
+tokens that reach the model never exceed `max_input_tokens`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lcopt.tasks import Task
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str  # exactly what is tokenized for the model
+    add_special_tokens: bool  # False when the chat template already wrote BOS and friends
+    n_tokens: int
+    n_tokens_untruncated: int
+    truncated: bool
+    chat_template: bool
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def _wrap(tokenizer, user_text: str) -> str:
+    if not has_chat_template(tokenizer):
+        return user_text
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": user_text}], add_generation_prompt=True, tokenize=False
+    )
+
+
+def _count(tokenizer, text: str, add_special_tokens: bool) -> int:
+    return len(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+
+def middle_truncate(tokenizer, text: str, max_tokens: int) -> str:
+    """LongBench's rule: keep the first and last `max_tokens // 2` tokens, decoded back to text."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= max_tokens:
+        return text
+    half = max_tokens // 2
+    head = tokenizer.decode(ids[:half], skip_special_tokens=True)
+    tail = tokenizer.decode(ids[len(ids) - half :], skip_special_tokens=True)
+    return head + tail
+
+
+def build_prompt(tokenizer, task: Task, row: dict, max_input_tokens: int, context: str | None = None) -> Prompt:
+    """The model input for one row; `context` replaces the row's (e.g. a compressed one)."""
+    user_text = task.template.format(context=row["context"] if context is None else context, input=row["input"])
+    chat = has_chat_template(tokenizer)
+    add_special = not chat
+    full = _wrap(tokenizer, user_text)
+    n_full = _count(tokenizer, full, add_special)
+    if n_full <= max_input_tokens:
+        return Prompt(full, add_special, n_full, n_full, False, chat)
+    overhead = n_full - len(tokenizer(user_text, add_special_tokens=False)["input_ids"])
+    budget = max_input_tokens - overhead
+    if budget < 2:
+        raise ValueError(
+            f"max_input_tokens={max_input_tokens} leaves no room for the prompt ({overhead} tokens of template)"
+        )
+    # Decoding and re-encoding at the cut can merge or split a token or two: shrink until it fits.
+    for _ in range(8):
+        text = _wrap(tokenizer, middle_truncate(tokenizer, user_text, budget))
+        n = _count(tokenizer, text, add_special)
+        if n <= max_input_tokens:
+            return Prompt(text, add_special, n, n_full, True, chat)
+        budget -= n - max_input_tokens
+    raise RuntimeError(f"could not fit the prompt into {max_input_tokens} tokens")
+
+
+def write_prompts(source: str, task_name: str, rows_jsonl, max_input_tokens: int, out_jsonl) -> None:
+    """The prompts stage: one row per sample with the exact model input and its token counts."""
+    import logging
+
+    from tqdm import tqdm
+    from transformers import AutoTokenizer
+
+    from lcopt.io import read_jsonl, write_jsonl_atomic
+    from lcopt.models import resolve_source
+    from lcopt.tasks import get_task
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_source(source))
+    task = get_task(task_name)
+    if not has_chat_template(tokenizer):
+        logging.getLogger(__name__).warning("%s has no chat template: prompts are the plain task template", source)
+    out = []
+    for row in tqdm(read_jsonl(rows_jsonl), desc=f"prompts {task_name}", unit="sample", mininterval=2):
+        p = build_prompt(tokenizer, task, row, max_input_tokens)
+        out.append(
+            {
+                "_id": row["_id"],
+                "prompt": p.text,
+                "add_special_tokens": p.add_special_tokens,
+                "n_tokens": p.n_tokens,
+                "n_tokens_untruncated": p.n_tokens_untruncated,
+                "truncated": p.truncated,
+                "chat_template": p.chat_template,
+                "max_new_tokens": task.max_new_tokens,
+            }
+        )
+    write_jsonl_atomic(out_jsonl, out)

@@ -1,0 +1,58 @@
+"""Stacks: an ordered set of techniques, written `a+b+c`, split by where each technique acts.
+
+Model-side techniques (pruning, weight quantization) make a model variant and compose in the order
+given; prompt-side ones (prompt compression) make a prompt variant shared by every model; cache-side
+ones (KV-cache quantization) pick the cache of the inference job. `baseline` is the empty stack. A
+technique is registered once in `TECHNIQUES` with its side; nothing else special-cases it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Side = Literal["model", "prompt", "cache"]
+
+# name -> side. Empty until techniques are added; the baseline needs none.
+TECHNIQUES: dict[str, Side] = {}
+BASELINE = "baseline"
+
+
+class StackError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Stack:
+    name: str
+    model: tuple[str, ...]
+    prompt: tuple[str, ...]
+    cache: tuple[str, ...]
+
+    @property
+    def model_variant(self) -> str:
+        return "+".join(self.model) or BASELINE
+
+    @property
+    def prompt_variant(self) -> str:
+        return "+".join(self.prompt) or "full"
+
+    @property
+    def kv_method(self) -> str:
+        return "+".join(self.cache) or "none"
+
+
+def parse_stack(name: str) -> Stack:
+    if name == BASELINE:
+        return Stack(name, (), (), ())
+    parts = name.split("+")
+    unknown = [p for p in parts if p not in TECHNIQUES]
+    if unknown:
+        allowed = ", ".join([BASELINE, *sorted(TECHNIQUES)])
+        raise StackError(f"stack {name!r}: unknown technique(s) {unknown}; allowed: {allowed}")
+    if len(set(parts)) != len(parts):
+        raise StackError(f"stack {name!r} names a technique twice")
+    by_side = {side: tuple(p for p in parts if TECHNIQUES[p] == side) for side in ("model", "prompt", "cache")}
+    if len(by_side["cache"]) > 1:
+        raise StackError(f"stack {name!r}: at most one KV-cache method, got {list(by_side['cache'])}")
+    return Stack(name, by_side["model"], by_side["prompt"], by_side["cache"])

@@ -6,7 +6,7 @@ rule dataset:
     params:
         spec=lambda w: config["datasets"][w.dataset]
         | {"samples": config["datasets"][w.dataset].get("samples", config["samples"])},
-        longbench=config["longbench"],
+        longbench=lambda w: config["longbench"] if "longbench" in config["datasets"][w.dataset] else {},
     log:
         f"{R}/logs/dataset/{{dataset}}.log",
     benchmark:

@@ -71,6 +71,11 @@ def import_gguf(package: str, file: str, out_dir: Path) -> None:
     log.info("importing %s from %s", file, source)
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=file)
     model = AutoModelForCausalLM.from_pretrained(source, gguf_file=file)
+    # transformers dequantizes GGUF to float tensors on load but keeps the GGUF quantizer attached,
+    # which refuses to save; the weights are plain floats, so detach it and save a normal model.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

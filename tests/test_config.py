@@ -1,0 +1,107 @@
+"""Config validation: bad input stops the run with the file, the key and the allowed values."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lcopt.config import ConfigError, load, validate
+
+REPO = Path(__file__).resolve().parents[1]
+GOOD = {
+    "models": {"demo": {"path": "lcopt-demo", "max_input_tokens": 4000}},
+    "datasets": {"kv-1k": {"synthetic": "kv_retrieval", "words": 1024}},
+}
+
+
+def bad(**patch):
+    cfg = copy.deepcopy(GOOD)
+    for dotted, value in patch.items():
+        *parents, last = dotted.split("__")
+        node = cfg
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return cfg
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "smollm2.yaml", "paper.yaml", "longbench-local.yaml"])
+def test_shipped_configs_are_valid(name):
+    cfg = load([REPO / "config" / name])
+    assert cfg["models"] and cfg["datasets"]
+
+
+def test_defaults_are_filled():
+    cfg = validate(copy.deepcopy(GOOD))
+    assert cfg["stacks"] == ["baseline"]
+    assert cfg["device"] == "auto"
+    assert cfg["models"]["demo"]["gpus"] == 1
+    assert cfg["longbench"]["source"] == "hub"
+
+
+@pytest.mark.parametrize(
+    ("cfg", "expected"),
+    [
+        (bad(samplez=3), ["key 'samplez'", "unknown key", "allowed keys:", "samples"]),
+        (bad(device="tpu"), ["key 'device'", "allowed: auto, cpu, cuda"]),
+        (bad(samples="many"), ["key 'samples'", "expected integer"]),
+        (bad(samples=0), ["key 'samples'", "minimum 1"]),
+        (
+            bad(datasets__kv_1k={"synthetic": "kv", "words": 10}),
+            ["key 'datasets.kv_1k.synthetic'", "allowed:", "kv_retrieval"],
+        ),
+        (bad(datasets__lb={"longbench": "musique"}), ["key 'datasets.lb.longbench'", "qasper", "multi_news"]),
+        (bad(models__demo={"path": "x", "max_input_tokens": 4000, "flash": True}), ["key 'models.demo.flash'"]),
+        (bad(models__demo={"path": "x"}), ["key 'models.demo'", "'max_input_tokens' is a required property"]),
+        (
+            bad(models__demo={"path": "x", "gguf": {"package": "p", "file": "f"}, "max_input_tokens": 4000}),
+            ["models.demo", "exactly one of 'path' or 'gguf'"],
+        ),
+        (bad(datasets__kv_1k={"synthetic": "kv_retrieval"}), ["datasets.kv_1k.words", "required"]),
+        (bad(datasets__x={"longbench": "qasper", "synthetic": "passkey", "words": 100}), ["exactly one of"]),
+        (bad(stacks=["baseline", "turbo"]), ["key 'stacks.1'", "unknown technique", "allowed: baseline"]),
+        (bad(longbench={"source": "local"}, datasets__lb={"longbench": "qasper"}), ["key 'longbench.local_dir'"]),
+        (
+            bad(models={"bad/name": {"path": "x", "max_input_tokens": 4000}}),
+            ["key 'models'", "'bad/name' does not match"],
+        ),
+    ],
+)
+def test_bad_configs_name_key_and_allowed_values(cfg, expected):
+    if "lb" in cfg["datasets"] or "x" in cfg["datasets"]:
+        cfg["datasets"].pop("kv-1k")
+    with pytest.raises(ConfigError) as err:
+        validate(cfg, "my.yaml")
+    message = str(err.value)
+    assert message.startswith("my.yaml: "), message
+    for part in expected:
+        assert part in message, (part, message)
+
+
+def test_load_names_the_file_and_reports_yaml_errors(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("models: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml: cannot read config"):
+        load([broken])
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(yaml.safe_dump(bad(stackz=["baseline"])))
+    with pytest.raises(ConfigError, match=r"typo.yaml: key 'stackz': unknown key"):
+        load([typo])
+
+
+def test_snakemake_stops_before_any_job(tmp_path):
+    import subprocess
+
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump(bad(device="tpu")))
+    proc = subprocess.run(
+        ["snakemake", "-n", "-s", str(REPO / "Snakefile"), "--configfile", str(cfg), "--directory", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "key 'device'" in out and "allowed: auto, cpu, cuda" in out, out[-2000:]
+    assert "Job stats" not in out

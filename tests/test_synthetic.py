@@ -1,0 +1,68 @@
+import random
+
+import pytest
+
+from lcopt import synthetic
+
+
+@pytest.mark.parametrize("task", synthetic.TASKS)
+def test_rows_are_deterministic_and_sized(task):
+    a = list(synthetic.generate(task, 1024, 5, seed=3))
+    b = list(synthetic.generate(task, 1024, 5, seed=3))
+    c = list(synthetic.generate(task, 1024, 5, seed=4))
+    assert a == b
+    assert [r["context"] for r in a] != [r["context"] for r in c]
+    for row in a:
+        assert 1024 <= row["length"] <= 1024 + 40
+        assert row["length"] == len(row["context"].split())
+        assert set(row) >= {"_id", "input", "context", "answers", "length", "dataset"}
+        assert row["dataset"] == task and isinstance(row["answers"], list) and row["answers"][0]
+        assert 0.0 <= row["depth"] <= 1.0
+    assert len({r["_id"] for r in a}) == 5
+
+
+def test_answers_are_in_the_context_where_the_task_says():
+    for row in synthetic.generate("passkey", 512, 10, 0):
+        assert f"the pass key is {row['answers'][0]} ." in row["context"]
+    for row in synthetic.generate("kv_retrieval", 512, 10, 0):
+        key = row["input"].split()[-2]
+        assert f"the code for {key} is {row['answers'][0]} ." in row["context"]
+        assert row["context"].count(f"the code for {key} is") == 1
+    for row in synthetic.generate("multi_hop", 512, 10, 0):
+        source = row["input"].split()[-4]
+        (target,) = [
+            w.rstrip(" .").split()[-1] for w in row["context"].split(" . ") if w.startswith(f"{source} points to")
+        ]
+        assert f"the code for {target} is {row['answers'][0]}" in row["context"]
+    for row in synthetic.generate("fact_extraction", 512, 10, 0):
+        facts = row["answers"][0].split(" . ")
+        positions = [row["context"].index(f.rstrip(" .")) for f in facts]
+        assert positions == sorted(positions)
+
+
+def test_needles_spread_over_depths():
+    depths = [r["depth"] for r in synthetic.generate("passkey", 1024, 60, 0)]
+    assert min(depths) < 0.2 and max(depths) > 0.8
+
+
+def test_followups_only_when_asked():
+    rng = random.Random(0)
+    plain = synthetic.make_sample("kv_retrieval", 400, rng, "a")
+    assert "followups" not in plain
+    row = synthetic.make_sample("kv_retrieval", 400, random.Random(1), "b", followups=3)
+    assert len(row["followups"]) == 3
+    for question, answer in row["followups"]:
+        assert f"the code for {question.split()[-2]} is {answer} ." in row["context"]
+
+
+def test_unknown_task():
+    with pytest.raises(ValueError, match="allowed: passkey, kv_retrieval"):
+        synthetic.make_sample("needle", 100, random.Random(0), "x")
+
+
+def test_vocabulary_covers_every_generated_word():
+    vocab = set(synthetic.vocabulary())
+    for task in synthetic.TASKS:
+        for row in synthetic.generate(task, 300, 5, 0):
+            text = " ".join([row["context"], row["input"], *row["answers"]])
+            assert set(text.split()) <= vocab

@@ -82,11 +82,11 @@ def test_bad_configs_name_key_and_allowed_values(cfg, expected):
 def test_load_names_the_file_and_reports_yaml_errors(tmp_path):
     broken = tmp_path / "broken.yaml"
     broken.write_text("models: [unclosed\n")
-    with pytest.raises(ConfigError, match="broken.yaml: cannot read config"):
+    with pytest.raises(ConfigError, match=r"broken\.yaml: cannot read config"):
         load([broken])
     typo = tmp_path / "typo.yaml"
     typo.write_text(yaml.safe_dump(bad(stackz=["baseline"])))
-    with pytest.raises(ConfigError, match=r"typo.yaml: key 'stackz': unknown key"):
+    with pytest.raises(ConfigError, match=r"typo\.yaml: key 'stackz': unknown key"):
         load([typo])
 
 

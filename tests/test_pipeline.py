@@ -1,0 +1,91 @@
+"""Inference, scoring and tables on the shipped demo model, outside snakemake."""
+
+import json
+
+import pytest
+import torch
+
+from lcopt import inference, synthetic
+from lcopt.io import read_jsonl, write_jsonl_atomic
+from lcopt.models import DEMO_MODEL, ModelError, load_variant, resolve_source, write_variant
+from lcopt.prompts import write_prompts
+from lcopt.scoring import score_file
+
+
+@pytest.fixture(scope="module")
+def demo_job(tmp_path_factory):
+    """Rows, prompts and a baseline variant of the demo model for 4 passkey samples at 1K words."""
+    d = tmp_path_factory.mktemp("job")
+    write_jsonl_atomic(d / "rows.jsonl", synthetic.generate("passkey", 1024, 4, seed=7))
+    write_prompts(DEMO_MODEL, "passkey", d / "rows.jsonl", 4000, d / "prompts.jsonl")
+    write_variant("demo", "baseline", DEMO_MODEL, d / "variant.json")
+    inference.run(d / "variant.json", d / "prompts.jsonl", d / "preds.jsonl", device="cpu")
+    return d
+
+
+def test_demo_model_solves_passkey_at_1k(demo_job):
+    preds = read_jsonl(demo_job / "preds.jsonl")
+    rows = read_jsonl(demo_job / "rows.jsonl")
+    assert [p["_id"] for p in preds] == [r["_id"] for r in rows]
+    assert sum(p["prediction"].strip() == r["answers"][0] for p, r in zip(preds, rows, strict=True)) >= 3
+
+
+def test_kv_cache_bytes_are_the_real_tensor_bytes(demo_job):
+    model, _, _ = load_variant(demo_job / "variant.json", "cpu")
+    cfg = model.config
+    for p in read_jsonl(demo_job / "preds.jsonl"):
+        # every prompt token and every generated token but the last has keys and values cached
+        tokens = p["n_input_tokens"] + p["n_output_tokens"] - 1
+        expected = cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * cfg.head_dim * tokens * 4
+        assert p["kv_cache_bytes"] == expected
+
+
+def test_resume_keeps_finished_samples_and_matches_an_uninterrupted_run(demo_job, tmp_path):
+    full = read_jsonl(demo_job / "preds.jsonl")
+    out = tmp_path / "preds.jsonl"
+    # a job killed after two samples left this behind:
+    done = [dict(full[0], ttft_s=-1.0), dict(full[1], ttft_s=-2.0)]
+    (tmp_path / "preds.jsonl.partial").write_text("".join(json.dumps(r) + "\n" for r in done))
+    inference.run(demo_job / "variant.json", demo_job / "prompts.jsonl", out, device="cpu")
+    resumed = read_jsonl(out)
+    assert [r["ttft_s"] for r in resumed[:2]] == [-1.0, -2.0]  # not recomputed
+    assert [r["prediction"] for r in resumed] == [r["prediction"] for r in full]
+    assert not (tmp_path / "preds.jsonl.partial").exists()
+
+
+def test_out_of_memory_is_recorded_and_the_job_goes_on(demo_job, tmp_path, monkeypatch):
+    real = inference.generate_one
+    victim = read_jsonl(demo_job / "prompts.jsonl")[1]["_id"]
+
+    def flaky(model, tokenizer, prompt, *args):
+        if prompt["_id"] == victim:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(model, tokenizer, prompt, *args)
+
+    monkeypatch.setattr(inference, "generate_one", flaky)
+    out = tmp_path / "preds.jsonl"
+    inference.run(demo_job / "variant.json", demo_job / "prompts.jsonl", out, device="cpu")
+    preds = read_jsonl(out)
+    assert [p["status"] for p in preds] == ["ok", "oom", "ok", "ok"]
+    assert "out of memory" in preds[1]["error"]
+    summary = score_file(
+        "passkey", out, demo_job / "rows.jsonl", tmp_path / "s.jsonl", tmp_path / "s.json", {}, resamples=200
+    )
+    assert (summary["n"], summary["n_ok"], summary["n_failed"], summary["failures"]) == (4, 3, 1, ["oom"])
+    assert summary["quality"]["score"]["n"] == 3
+    scored = read_jsonl(tmp_path / "s.jsonl")
+    assert scored[1]["status"] == "oom" and "score" not in scored[1]
+
+
+def test_model_sources_fail_clearly(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelError, match=r"no config\.json"):
+        resolve_source(str(empty))
+    (empty / "config.json").write_text("{}")
+    with pytest.raises(ModelError, match="no weights"):
+        resolve_source(str(empty))
+    with pytest.raises(ModelError, match="no such directory"):
+        resolve_source("./missing/model")
+    assert resolve_source("meta-llama/Llama-3.1-8B-Instruct") == "meta-llama/Llama-3.1-8B-Instruct"
+    assert resolve_source(DEMO_MODEL).endswith("demo-model")

@@ -29,7 +29,7 @@ def _save(fig, path: Path) -> None:
 def _grid(n: int):
     cols = min(3, max(1, n))
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), squeeze=False, layout="constrained")
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
@@ -46,26 +46,26 @@ def _points(long: pl.DataFrame, x_metric: str) -> pl.DataFrame:
 
 
 def quality_vs(long: pl.DataFrame, x_metric: str, x_label: str, scale: float, path: Path) -> None:
+    """One panel per dataset; one colour per (model, stack), the same in every panel."""
     pts = _points(long, x_metric)
     datasets = sorted(pts["dataset"].unique().to_list()) or ["(no data)"]
+    variants = sorted(set(pts.select("model", "stack").rows()))
+    colours = {v: plt.get_cmap("tab10")(i % 10) for i, v in enumerate(variants)}
     fig, axes = _grid(len(datasets))
     for ax, ds in zip(axes, datasets, strict=True):
-        sub = pts.filter(pl.col("dataset") == ds)
-        for r in sub.iter_rows(named=True):
+        for r in pts.filter(pl.col("dataset") == ds).iter_rows(named=True):
             yerr = [[100 * (r["score"] - r["ci_low"])], [100 * (r["ci_high"] - r["score"])]]
-            ax.errorbar(r["x"] * scale, 100 * r["score"], yerr=yerr, fmt="o", capsize=3)
-            ax.annotate(
-                f"{r['model']}\n{r['stack']}",
-                (r["x"] * scale, 100 * r["score"]),
-                fontsize=7,
-                xytext=(4, 4),
-                textcoords="offset points",
-            )
+            ax.errorbar(r["x"] * scale, 100 * r["score"], yerr=yerr, fmt="o", capsize=3,
+                        color=colours[(r["model"], r["stack"])], label=f"{r['model']} / {r['stack']}")
         ax.set_title(ds)
         ax.set_xlabel(x_label)
         ax.set_ylabel("LongBench score (×100)")
+        ax.set_ylim(-2, 105)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"Quality vs {x_label}")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize=8)
+    fig.suptitle(f"Quality vs {x_label} (95% CI)")
     _save(fig, path)
 
 

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from lcopt.kivi import KIVICache
+
 CacheFactory = Callable[[object], object | None]
 
 KV_METHODS: dict[str, CacheFactory] = {
     "none": lambda config: None,  # generate() builds a DynamicCache
+    # KIVI defaults from its paper's code: group size 32, 128 full-precision recent tokens
+    "kivi4": lambda config: KIVICache(config, bits=4, group_size=32, residual_length=128),
+    "kivi2": lambda config: KIVICache(config, bits=2, group_size=32, residual_length=128),
 }
 
 

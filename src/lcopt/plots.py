@@ -55,8 +55,15 @@ def quality_vs(long: pl.DataFrame, x_metric: str, x_label: str, scale: float, pa
     for ax, ds in zip(axes, datasets, strict=True):
         for r in pts.filter(pl.col("dataset") == ds).iter_rows(named=True):
             yerr = [[100 * (r["score"] - r["ci_low"])], [100 * (r["ci_high"] - r["score"])]]
-            ax.errorbar(r["x"] * scale, 100 * r["score"], yerr=yerr, fmt="o", capsize=3,
-                        color=colours[(r["model"], r["stack"])], label=f"{r['model']} / {r['stack']}")
+            ax.errorbar(
+                r["x"] * scale,
+                100 * r["score"],
+                yerr=yerr,
+                fmt="o",
+                capsize=3,
+                color=colours[(r["model"], r["stack"])],
+                label=f"{r['model']} / {r['stack']}",
+            )
         ax.set_title(ds)
         ax.set_xlabel(x_label)
         ax.set_ylabel("LongBench score (×100)")

@@ -13,8 +13,11 @@ from typing import Literal
 
 Side = Literal["model", "prompt", "cache"]
 
-# name -> side. Empty until techniques are added; the baseline needs none.
-TECHNIQUES: dict[str, Side] = {}
+# name -> side; the baseline needs none.
+TECHNIQUES: dict[str, Side] = {
+    "kivi4": "cache",
+    "kivi2": "cache",
+}
 BASELINE = "baseline"
 
 

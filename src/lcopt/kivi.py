@@ -1,0 +1,134 @@
+"""KIVI KV-cache quantization (Liu et al., 2024, arXiv 2402.02750), pure PyTorch reference path.
+
+Keys are quantized per channel (groups of `group_size` consecutive tokens share a min and a scale
+for each channel), values per token (groups of `group_size` consecutive channels of one token).
+Asymmetric uniform quantization: scale = (max - min) / (2^bits - 1), code = round((x - min) / scale).
+The newest tokens stay in full precision: keys until a block of `residual_length` tokens is complete
+(then the block is quantized at once, since per-channel groups need all their tokens), values for the
+last `residual_length` tokens (older ones are quantized one token at a time as they leave the window).
+As in KIVI, the prefill's own attention uses the exact keys and values; later steps read the cache.
+
+Codes are packed into uint8 (two 4-bit or four 2-bit codes a byte), so the cache's tensors hold the
+real bytes a KIVI cache needs. Dequantization happens on every read: this is the reference path that
+runs anywhere; fused GPU kernels belong behind `KIVILayer._read` later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+
+def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Pack uint8 codes < 2**bits along the last dim (its size a multiple of 8 // bits) into bytes."""
+    per_byte = 8 // bits
+    if codes.shape[-1] % per_byte:
+        raise ValueError(f"last dim {codes.shape[-1]} is not a multiple of {per_byte}")
+    grouped = codes.reshape(*codes.shape[:-1], -1, per_byte).to(torch.uint8)
+    out = torch.zeros(grouped.shape[:-1], dtype=torch.uint8, device=codes.device)
+    for i in range(per_byte):
+        out |= grouped[..., i] << (bits * i)
+    return out
+
+
+def unpack(packed: torch.Tensor, bits: int) -> torch.Tensor:
+    per_byte = 8 // bits
+    mask = (1 << bits) - 1
+    parts = [(packed >> (bits * i)) & mask for i in range(per_byte)]
+    return torch.stack(parts, dim=-1).reshape(*packed.shape[:-1], packed.shape[-1] * per_byte)
+
+
+@dataclass
+class QuantizedBlock:
+    """Packed codes with per-group minimum and scale; `axis` is the grouped dim of the original tensor."""
+
+    codes: torch.Tensor  # uint8, packed along the grouped dim (moved last)
+    minimum: torch.Tensor
+    scale: torch.Tensor
+    bits: int
+    group_size: int
+    axis: int
+    shape: tuple[int, ...]
+
+
+def quantize(x: torch.Tensor, bits: int, group_size: int, axis: int) -> QuantizedBlock:
+    """Asymmetric min-max quantization in groups of `group_size` along `axis`."""
+    moved = x.movedim(axis, -1)
+    if moved.shape[-1] % group_size:
+        raise ValueError(f"dim {axis} of size {moved.shape[-1]} is not a multiple of group_size {group_size}")
+    groups = moved.reshape(*moved.shape[:-1], -1, group_size).float()
+    minimum = groups.amin(dim=-1, keepdim=True)
+    scale = (groups.amax(dim=-1, keepdim=True) - minimum) / (2**bits - 1)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # a constant group: any scale is exact
+    codes = torch.clamp(torch.round((groups - minimum) / scale), 0, 2**bits - 1).to(torch.uint8)
+    packed = pack(codes.reshape(moved.shape), bits)
+    return QuantizedBlock(packed, minimum.to(x.dtype), scale.to(x.dtype), bits, group_size, axis, tuple(x.shape))
+
+
+def dequantize(block: QuantizedBlock) -> torch.Tensor:
+    codes = unpack(block.codes, block.bits)
+    groups = codes.reshape(*codes.shape[:-1], -1, block.group_size).to(block.scale.dtype)
+    values = groups * block.scale + block.minimum
+    return values.reshape(codes.shape).movedim(-1, block.axis)
+
+
+class KIVILayer(DynamicLayer):
+    """One layer's KIVI cache: quantized blocks plus full-precision residual keys and values."""
+
+    is_croppable = False
+
+    def __init__(self, bits: int = 4, group_size: int = 32, residual_length: int = 128):
+        super().__init__()
+        if residual_length % group_size:
+            raise ValueError(f"residual_length {residual_length} must be a multiple of group_size {group_size}")
+        self.bits, self.group_size, self.residual_length = bits, group_size, residual_length
+        self.key_blocks: list[QuantizedBlock] = []
+        self.value_blocks: list[QuantizedBlock] = []
+        self.cumulative_length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        self.keys, self.values = key_states[..., :0, :], value_states[..., :0, :]
+        self.value_group = min(self.group_size, value_states.shape[-1])
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        prefill = not self.is_initialized
+        if prefill:
+            self.lazy_initialization(key_states, value_states)
+        self.cumulative_length += key_states.shape[-2]
+        keys = torch.cat([self.keys, key_states], dim=-2)
+        values = torch.cat([self.values, value_states], dim=-2)
+        full_blocks = keys.shape[-2] // self.residual_length * self.residual_length
+        if full_blocks:  # per-channel groups along tokens: quantize whole blocks only
+            self.key_blocks.append(quantize(keys[..., :full_blocks, :], self.bits, self.group_size, axis=-2))
+            keys = keys[..., full_blocks:, :]
+        overflow = values.shape[-2] - self.residual_length
+        if overflow > 0:  # per-token groups along channels: quantize what leaves the window
+            self.value_blocks.append(quantize(values[..., :overflow, :], self.bits, self.value_group, axis=-1))
+            values = values[..., overflow:, :]
+        self.keys, self.values = keys.contiguous(), values.contiguous()
+        if prefill:
+            return key_states, value_states
+        return self._read()
+
+    def _read(self) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = torch.cat([*(dequantize(b) for b in self.key_blocks), self.keys], dim=-2)
+        values = torch.cat([*(dequantize(b) for b in self.value_blocks), self.values], dim=-2)
+        return keys, values
+
+    def get_seq_length(self) -> int:
+        return self.cumulative_length
+
+    def reset(self) -> None:
+        super().reset()
+        self.key_blocks, self.value_blocks, self.cumulative_length = [], [], 0
+
+
+class KIVICache(Cache):
+    """A `transformers` cache for any decoder with full attention: `generate(past_key_values=KIVICache(...))`."""
+
+    def __init__(self, config, bits: int = 4, group_size: int = 32, residual_length: int = 128):
+        config = config.get_text_config(decoder=True)
+        super().__init__(layers=[KIVILayer(bits, group_size, residual_length) for _ in range(config.num_hidden_layers)])

@@ -1,0 +1,114 @@
+"""KIVI: packing is bit-exact, quantization matches a plain re-implementation of the paper's equations,
+and the cache keeps the paper's layout (per-channel keys in blocks, per-token values, exact residual)."""
+
+import pytest
+import torch
+
+from lcopt.kivi import KIVICache, KIVILayer, dequantize, pack, quantize, unpack
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_pack_round_trip_is_bit_exact(bits):
+    g = torch.Generator().manual_seed(bits)
+    codes = torch.randint(0, 2**bits, (3, 5, 64), generator=g, dtype=torch.uint8)
+    packed = pack(codes, bits)
+    assert packed.dtype == torch.uint8 and packed.shape == (3, 5, 64 * bits // 8)
+    assert torch.equal(unpack(packed, bits), codes)
+    # first code in the low bits: a hand-checked byte
+    assert pack(torch.tensor([[1, 2]], dtype=torch.uint8), 4).item() == 0x21
+    assert pack(torch.tensor([[3, 0, 1, 2]], dtype=torch.uint8), 2).item() == 0b10_01_00_11
+
+
+def reference_quantize(x: torch.Tensor, bits: int, group: int, axis: int) -> torch.Tensor:
+    """KIVI's Q(X) = round((X - min) / s) * s + min with s = (max - min) / (2^B - 1), group by group."""
+    moved = x.movedim(axis, -1).double()
+    out = torch.empty_like(moved)
+    for index in torch.cartesian_prod(*[torch.arange(n) for n in moved.shape[:-1]]).tolist():
+        index = tuple(index) if isinstance(index, list) else (index,)
+        for start in range(0, moved.shape[-1], group):
+            chunk = moved[index][start : start + group]
+            lo, hi = chunk.min(), chunk.max()
+            s = (hi - lo) / (2**bits - 1) if hi > lo else torch.tensor(1.0, dtype=torch.float64)
+            q = torch.clamp(torch.round((chunk - lo) / s), 0, 2**bits - 1)
+            out[index][start : start + group] = q * s + lo
+    return out.movedim(-1, axis)
+
+
+@pytest.mark.parametrize(("bits", "axis"), [(4, -2), (2, -2), (4, -1), (2, -1)])
+def test_quantize_matches_the_papers_equations(bits, axis):
+    x = torch.randn(2, 3, 64, 32, generator=torch.Generator().manual_seed(0))
+    block = quantize(x, bits, 32, axis)
+    got = dequantize(block)
+    ref = reference_quantize(x, bits, 32, axis).float()
+    assert got.shape == x.shape
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    step = block.scale.max().item()
+    assert (got - x).abs().max().item() <= step / 2 + 1e-5
+    assert block.codes.numel() * 8 == x.numel() * bits  # really packed
+
+
+def test_keys_are_per_channel_and_values_per_token():
+    x = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    x[..., :, 5] *= 100  # an outlier channel: per-channel key groups isolate it
+    keys = quantize(x, 2, 32, axis=-2)
+    values = quantize(x, 2, 32, axis=-1)
+    assert keys.scale.shape == (1, 1, 32, 1, 1)  # one scale per channel per block of 32 tokens
+    assert values.scale.shape == (1, 1, 32, 1, 1) and values.axis == -1  # one per token per 32 channels
+    key_err = (dequantize(keys) - x)[..., :, :5].abs().mean()
+    value_err = (dequantize(values) - x)[..., :, :5].abs().mean()
+    assert key_err < value_err  # the outlier channel does not spoil the other channels' keys
+
+
+def test_layer_layout_through_prefill_and_decode():
+    torch.manual_seed(0)
+    layer = KIVILayer(bits=4, group_size=32, residual_length=64)
+    seen_k, seen_v = [], []
+    k, v = torch.randn(1, 2, 150, 32), torch.randn(1, 2, 150, 32)
+    out_k, out_v = layer.update(k, v)
+    assert out_k is k and out_v is v  # the prefill attends to exact states, as in KIVI
+    seen_k.append(k)
+    seen_v.append(v)
+    for _ in range(40):
+        k, v = torch.randn(1, 2, 1, 32), torch.randn(1, 2, 1, 32)
+        out_k, out_v = layer.update(k, v)
+        seen_k.append(k)
+        seen_v.append(v)
+    total = 190
+    all_k, all_v = torch.cat(seen_k, -2), torch.cat(seen_v, -2)
+    assert layer.get_seq_length() == total == out_k.shape[-2] == out_v.shape[-2]
+    assert sum(b.shape[-2] for b in layer.key_blocks) == total // 64 * 64  # whole blocks only
+    assert layer.keys.shape[-2] == total % 64
+    assert layer.values.shape[-2] == 64  # the newest 64 values stay exact
+    assert torch.equal(out_k[..., -(total % 64) :, :], all_k[..., -(total % 64) :, :])
+    assert torch.equal(out_v[..., -64:, :], all_v[..., -64:, :])
+    old = slice(0, total // 64 * 64)
+    assert not torch.equal(out_k[..., old, :], all_k[..., old, :])
+    torch.testing.assert_close(out_k[..., old, :], all_k[..., old, :], atol=0.6, rtol=0)
+
+
+def test_cache_in_generate_saves_bytes_and_keeps_the_answer(tmp_path):
+    from lcopt import inference, synthetic
+    from lcopt.io import read_jsonl, write_jsonl_atomic
+    from lcopt.models import DEMO_MODEL, write_variant
+    from lcopt.prompts import write_prompts
+
+    write_jsonl_atomic(tmp_path / "rows.jsonl", synthetic.generate("passkey", 1024, 3, seed=11))
+    write_prompts(DEMO_MODEL, "passkey", tmp_path / "rows.jsonl", 4000, tmp_path / "prompts.jsonl")
+    write_variant("demo", "baseline", DEMO_MODEL, tmp_path / "variant.json")
+    results = {}
+    for kv in ["none", "kivi4", "kivi2"]:
+        inference.run(tmp_path / "variant.json", tmp_path / "prompts.jsonl", tmp_path / f"{kv}.jsonl", kv, "cpu")
+        results[kv] = read_jsonl(tmp_path / f"{kv}.jsonl")
+    full, k4, k2 = (sum(r["kv_cache_bytes"] for r in results[m]) for m in ["none", "kivi4", "kivi2"])
+    assert full / k4 > 3.0 and k4 > k2  # fp32 -> 4 bits (plus scales and the exact window)
+    answers = [r["answers"][0] for r in read_jsonl(tmp_path / "rows.jsonl")]
+    assert [r["prediction"].strip() for r in results["kivi4"]] == answers
+
+
+def test_cache_has_one_layer_per_decoder_layer():
+    from transformers import LlamaConfig
+
+    cache = KIVICache(LlamaConfig(num_hidden_layers=3, hidden_size=64, num_attention_heads=2), bits=2)
+    assert len(cache.layers) == 3 and all(layer.bits == 2 for layer in cache.layers)
+    with pytest.raises(ValueError, match="multiple of group_size"):
+        KIVILayer(group_size=32, residual_length=48)

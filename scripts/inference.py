@@ -10,5 +10,12 @@ from lcopt.inference import run  # noqa: E402
 
 sm = snakemake  # noqa: F821
 torch.set_num_threads(sm.threads)
-run(Path(sm.input.variant), Path(sm.input.prompts), Path(sm.output[0]), kv_method=sm.params.kv_method,
-    device=sm.params.device, dtype=sm.params.dtype)
+run(
+    Path(sm.input.variant),
+    Path(sm.input.prompts),
+    Path(sm.output[0]),
+    kv_method=sm.params.kv_method,
+    device=sm.params.device,
+    dtype=sm.params.dtype,
+    kv_options=dict(sm.params.kv_options),
+)

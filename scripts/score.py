@@ -7,7 +7,19 @@ setup_logging(snakemake.log[0])  # noqa: F821
 from lcopt.scoring import score_file  # noqa: E402
 
 sm = snakemake  # noqa: F821
-labels = {"model": sm.wildcards.model, "stack": sm.wildcards.stack, "dataset": sm.wildcards.dataset,
-          "max_input_tokens": sm.params.max_input_tokens}
-score_file(sm.params.task, Path(sm.input.predictions), Path(sm.input.rows), Path(sm.output.samples),
-           Path(sm.output.summary), labels, seed=sm.params.seed, resamples=sm.params.resamples)
+labels = {
+    "model": sm.wildcards.model,
+    "stack": sm.wildcards.stack,
+    "dataset": sm.wildcards.dataset,
+    "max_input_tokens": sm.params.max_input_tokens,
+}
+score_file(
+    sm.params.task,
+    Path(sm.input.predictions),
+    Path(sm.input.rows),
+    Path(sm.output.samples),
+    Path(sm.output.summary),
+    labels,
+    seed=sm.params.seed,
+    resamples=sm.params.resamples,
+)

@@ -94,6 +94,12 @@ def validate(config: dict, source: str = "config") -> dict:
         lb = config["longbench"]
         if lb["source"] == "local" and not lb.get("local_dir"):
             raise ConfigError(f"{source}: key 'longbench.local_dir': required when longbench.source is local")
+    kivi = config["kivi"]
+    if kivi["residual_length"] % kivi["group_size"]:
+        raise ConfigError(
+            f"{source}: key 'kivi.residual_length': {kivi['residual_length']} is not a multiple of "
+            f"kivi.group_size {kivi['group_size']} (KIVI quantizes keys in whole groups of tokens)"
+        )
     for i, stack in enumerate(config["stacks"]):
         try:
             parse_stack(stack)

@@ -107,11 +107,18 @@ class MemoryProbe:
 
 
 def generate_one(
-    model, tokenizer, prompt: dict, max_new_tokens: int, kv_method: str, device: str, probe: MemoryProbe
+    model,
+    tokenizer,
+    prompt: dict,
+    max_new_tokens: int,
+    kv_method: str,
+    device: str,
+    probe: MemoryProbe,
+    kv_options: dict | None = None,
 ) -> dict:
     enc = tokenizer(prompt["prompt"], add_special_tokens=prompt["add_special_tokens"], return_tensors="pt").to(device)
     n_in = enc["input_ids"].shape[1]
-    cache = make_cache(kv_method, model.config)
+    cache = make_cache(kv_method, model.config, **(kv_options or {}))
     clock = TokenClock(device)
     probe.start()
     start = time.perf_counter()
@@ -155,6 +162,7 @@ def run(
     device: str = "auto",
     dtype: str = "auto",
     max_new_tokens: int | None = None,
+    kv_options: dict | None = None,
 ) -> None:
     """Generate for every prompt not yet in `<out>.partial`, then publish `out_jsonl` atomically."""
     from lcopt.models import load_variant
@@ -181,7 +189,7 @@ def run(
                 "device": device,
             }
             try:
-                record |= generate_one(model, tokenizer, prompt, budget, kv_method, device, probe)
+                record |= generate_one(model, tokenizer, prompt, budget, kv_method, device, probe, kv_options)
             except torch.OutOfMemoryError as exc:  # recorded, not fatal: the next sample may fit
                 record |= {"status": "oom", "prediction": "", "error": str(exc).splitlines()[0]}
                 if device.startswith("cuda"):

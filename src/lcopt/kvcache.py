@@ -10,19 +10,18 @@ from collections.abc import Callable
 
 from lcopt.kivi import KIVICache
 
-CacheFactory = Callable[[object], object | None]
+CacheFactory = Callable[..., object | None]
 
 KV_METHODS: dict[str, CacheFactory] = {
-    "none": lambda config: None,  # generate() builds a DynamicCache
-    # KIVI defaults from its paper's code: group size 32, 128 full-precision recent tokens
-    "kivi4": lambda config: KIVICache(config, bits=4, group_size=32, residual_length=128),
-    "kivi2": lambda config: KIVICache(config, bits=2, group_size=32, residual_length=128),
+    "none": lambda config, **options: None,  # generate() builds a DynamicCache
+    "kivi4": lambda config, **options: KIVICache(config, bits=4, **options),
+    "kivi2": lambda config, **options: KIVICache(config, bits=2, **options),
 }
 
 
-def make_cache(method: str, config) -> object | None:
+def make_cache(method: str, config, **options) -> object | None:
     try:
         factory = KV_METHODS[method]
     except KeyError:
         raise ValueError(f"unknown KV-cache method {method!r}; allowed: {', '.join(KV_METHODS)}") from None
-    return factory(config)
+    return factory(config, **options)

@@ -62,6 +62,8 @@ def test_defaults_are_filled():
         (bad(datasets__x={"longbench": "qasper", "synthetic": "passkey", "words": 100}), ["exactly one of"]),
         (bad(stacks=["baseline", "turbo"]), ["key 'stacks.1'", "unknown technique", "allowed: baseline"]),
         (bad(longbench={"source": "local"}, datasets__lb={"longbench": "qasper"}), ["key 'longbench.local_dir'"]),
+        (bad(kivi={"group_size": 32, "residual_length": 48}), ["key 'kivi.residual_length'", "multiple of"]),
+        (bad(kivi={"bits": 3}), ["key 'kivi.bits'", "unknown key", "group_size, residual_length"]),
         (
             bad(models={"bad/name": {"path": "x", "max_input_tokens": 4000}}),
             ["key 'models'", "'bad/name' does not match"],

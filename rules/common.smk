@@ -20,7 +20,14 @@ ON_GPU = config["device"] == "cuda" or (
 )
 TABLES = expand(
     f"{R}/tables/{{name}}",
-    name=["long.parquet", "long.csv", "quality_wide.csv", "latency_wide.csv", "summary.md"],
+    name=[
+        "long.parquet",
+        "long.csv",
+        "quality_wide.csv",
+        "latency_wide.csv",
+        "summary.md",
+        "provenance.json",
+    ],
 )
 PLOTS = expand(
     f"{R}/plots/{{name}}.png",

@@ -9,6 +9,8 @@ rule aggregate:
         ),
     output:
         TABLES,
+    params:
+        config=config,
     log:
         f"{R}/logs/aggregate.log",
     benchmark:

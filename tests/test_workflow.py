@@ -85,6 +85,10 @@ def test_run_writes_predictions_scores_tables_and_plots(finished_run):
         data = (r / f"plots/{png}.png").read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     assert not list(r.rglob("*.partial")) and not list(r.rglob(".*.tmp"))
+    provenance = json.loads((r / "tables/provenance.json").read_text())
+    assert len(provenance["config_sha256"]) == 64 and provenance["seed"] == 0
+    assert provenance["packages"]["torch"] and provenance["packages"]["snakemake"]
+    assert provenance["config"]["datasets"] == TINY["datasets"]
     assert (r / "logs/inference/demo/baseline/passkey-200.log").read_text().strip()
     assert (r / "benchmarks/inference/demo/baseline/passkey-200.tsv").is_file()
 

@@ -1,6 +1,7 @@
 """Config validation: bad input stops the run with the file, the key and the allowed values."""
 
 import copy
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,7 +99,18 @@ def test_snakemake_stops_before_any_job(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(yaml.safe_dump(bad(device="tpu")))
     proc = subprocess.run(
-        ["snakemake", "-n", "-s", str(REPO / "Snakefile"), "--configfile", str(cfg), "--directory", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--configfile",
+            str(cfg),
+            "--directory",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

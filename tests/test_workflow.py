@@ -5,6 +5,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,8 @@ def snakemake(workdir: Path, config: dict, *args: str, timeout: int = 900) -> st
     env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run(
         [
+            sys.executable,
+            "-m",
             "snakemake",
             "-s",
             str(REPO / "Snakefile"),
@@ -122,7 +125,11 @@ def test_adding_a_model_schedules_only_its_jobs(finished_run):
 
 def test_lint_is_clean():
     proc = subprocess.run(
-        ["snakemake", "--lint", "-s", str(REPO / "Snakefile")], capture_output=True, text=True, cwd=REPO, timeout=120
+        [sys.executable, "-m", "snakemake", "--lint", "-s", str(REPO / "Snakefile")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "Congratulations" in out and "Lints for" not in out, out

@@ -148,7 +148,16 @@ def test_demo_training_rule_runs_a_few_steps(tmp_path):
     config = TINY | {
         "demo_model": {
             "retrain": True,
-            "train": {"steps": 3, "tokens_per_step": 512, "max_words": 40, "eval_samples": 0, "stop_after_step": None},
+            # a few steps of one stage from scratch (the shipped recipe's earlier stages are not replayed)
+            "train": {
+                "steps": 3,
+                "tokens_per_step": 512,
+                "max_words": 40,
+                "eval_samples": 0,
+                "stop_after_step": None,
+                "init_from": None,
+                "num_workers": 0,
+            },
         }
     }
     snakemake(tmp_path, config, "results/demo-model")

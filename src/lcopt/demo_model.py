@@ -71,7 +71,7 @@ class TrainConfig:
     tasks: tuple[str, ...] = synthetic.TASKS
     eval_samples: int = 64
     eval_words: tuple[int, ...] = (1024,)
-    num_workers: int = 0
+    num_workers: int = 12  # data-loading processes, capped by the machine's cores
 
 
 def build_tokenizer():
@@ -250,11 +250,13 @@ def fit(cfg: TrainConfig, tokenizer, device: str, init_model=None):
         betas=(0.9, 0.95),
         fused=device.startswith("cuda"),
     )
+    # Batches depend only on (seed, step), so the worker count changes speed, never the data.
+    workers = min(cfg.num_workers, max(0, (os.cpu_count() or 1) - 2))
     loader = torch.utils.data.DataLoader(
         _Batches(tokenizer, cfg),
         batch_size=None,
-        num_workers=cfg.num_workers,
-        prefetch_factor=4 if cfg.num_workers else None,
+        num_workers=workers,
+        prefetch_factor=4 if workers else None,
     )
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
@@ -347,8 +349,6 @@ def main(argv: list[str] | None = None) -> None:
         key, value = item.split("=", 1)
         fields[key] = json.loads(value)
     cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
-    if cfg.num_workers == 0 and (args.device or "").startswith("cuda"):
-        cfg.num_workers = max(0, min(12, (os.cpu_count() or 2) - 2))
     init_model = None
     if args.init_checkpoint:
         from transformers import AutoModelForCausalLM

@@ -89,3 +89,40 @@ def test_model_sources_fail_clearly(tmp_path):
         resolve_source("./missing/model")
     assert resolve_source("meta-llama/Llama-3.1-8B-Instruct") == "meta-llama/Llama-3.1-8B-Instruct"
     assert resolve_source(DEMO_MODEL).endswith("demo-model")
+
+
+def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(demo_job, tmp_path):
+    """A real kill: the job dies between (or inside) sample writes; the rerun redoes at most one sample."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    write_jsonl_atomic(tmp_path / "rows.jsonl", synthetic.generate("passkey", 1024, 10, seed=5))
+    write_prompts(DEMO_MODEL, "passkey", tmp_path / "rows.jsonl", 4000, tmp_path / "prompts.jsonl")
+    out = tmp_path / "preds.jsonl"
+    partial = tmp_path / "preds.jsonl.partial"
+    code = (
+        "import sys; from pathlib import Path; from lcopt.inference import run; "
+        "run(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), device='cpu')"
+    )
+    args = [sys.executable, "-c", code, str(demo_job / "variant.json"), str(tmp_path / "prompts.jsonl"), str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and (not partial.exists() or partial.read_text().count("\n") < 3):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists(), "a killed job must not leave a file that looks complete"
+    finished_before = partial.read_text().count("\n")
+    assert 3 <= finished_before < 10
+    with open(partial, "a") as f:  # as if the kill had landed in the middle of a write
+        f.write('{"_id": "passkey-1024-5-9", "status": "o')
+    inference.run(demo_job / "variant.json", tmp_path / "prompts.jsonl", out, device="cpu")
+    resumed = read_jsonl(out)
+    inference.run(demo_job / "variant.json", tmp_path / "prompts.jsonl", tmp_path / "clean.jsonl", device="cpu")
+    clean = read_jsonl(tmp_path / "clean.jsonl")
+    assert [r["_id"] for r in resumed] == [r["_id"] for r in clean]
+    assert [r["prediction"] for r in resumed] == [r["prediction"] for r in clean]
+    assert [r["n_output_tokens"] for r in resumed] == [r["n_output_tokens"] for r in clean]

@@ -154,6 +154,24 @@ def generate_one(
     }
 
 
+def _finished(partial: Path) -> list[dict]:
+    """Rows a killed job finished; a last line cut off mid-write is dropped (and cut from the file)."""
+    if not partial.exists():
+        return []
+    rows, good_bytes = [], 0
+    with open(partial, "rb") as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("%s: dropping an incomplete last line (the job was killed while writing it)", partial)
+                break
+            good_bytes += len(line)
+    with open(partial, "r+b") as f:
+        f.truncate(good_bytes)
+    return rows
+
+
 def run(
     variant_json: Path,
     prompts_jsonl: Path,
@@ -171,7 +189,7 @@ def run(
     torch.manual_seed(0)
     prompts = read_jsonl(prompts_jsonl)
     partial = Path(f"{out_jsonl}.partial")
-    done = {row["_id"] for row in read_jsonl(partial)} if partial.exists() else set()
+    done = {row["_id"] for row in _finished(partial)}
     if done:
         log.info("resuming %s: %d of %d samples already done", out_jsonl, len(done), len(prompts))
     model, tokenizer, _ = load_variant(variant_json, device, dtype)
@@ -197,7 +215,7 @@ def run(
             sink.write(json.dumps(record, ensure_ascii=False) + "\n")
             sink.flush()
             os.fsync(sink.fileno())
-    rows = {row["_id"]: row for row in read_jsonl(partial)}
+    rows = {row["_id"]: row for row in _finished(partial)}
     ordered = [rows[p["_id"]] for p in prompts]
     from lcopt.io import write_jsonl_atomic
 

@@ -6,16 +6,18 @@ setup_logging(snakemake.log[0])  # noqa: F821
 
 import torch  # noqa: E402
 
+from lcopt.gpus import claim  # noqa: E402
 from lcopt.inference import run  # noqa: E402
 
 sm = snakemake  # noqa: F821
 torch.set_num_threads(sm.threads)
-run(
-    Path(sm.input.variant),
-    Path(sm.input.prompts),
-    Path(sm.output[0]),
-    kv_method=sm.params.kv_method,
-    device=sm.params.device,
-    dtype=sm.params.dtype,
-    kv_options=dict(sm.params.kv_options),
-)
+with claim(sm.resources.gpu):  # this job's own GPU(s), before CUDA starts
+    run(
+        Path(sm.input.variant),
+        Path(sm.input.prompts),
+        Path(sm.output[0]),
+        kv_method=sm.params.kv_method,
+        device=sm.params.device,
+        dtype=sm.params.dtype,
+        kv_options=dict(sm.params.kv_options),
+    )

@@ -98,11 +98,14 @@ def torch_dtype(name: str, device: str):
 
 def load_variant(variant_json: Path, device: str, dtype: str = "auto"):
     """(model, tokenizer) of a variant, through `from_pretrained` like any hub model."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     variant = json.loads(Path(variant_json).read_text())
     weights = variant["weights"]
     tokenizer = AutoTokenizer.from_pretrained(weights)
-    model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch_dtype(dtype, device))
-    model.to(device).eval()
-    return model, tokenizer, variant
+    if device.startswith("cuda") and torch.cuda.device_count() > 1:  # a model too big for one GPU
+        model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch_dtype(dtype, device), device_map="auto")
+    else:
+        model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch_dtype(dtype, device)).to(device)
+    return model.eval(), tokenizer, variant

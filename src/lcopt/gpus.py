@@ -1,0 +1,92 @@
+"""GPU slots for local runs: each job gets its own GPU(s) through CUDA_VISIBLE_DEVICES.
+
+Snakemake's `--resources gpu=N` caps how many GPUs concurrent jobs ask for, but cannot tell a local
+job *which* GPU it got. lcopt answers that with one lock file per device in a shared folder: a job
+takes `flock` on as many free devices as it needs and exports only those. The kernel drops the
+locks when the process ends, however it ends (a SIGKILL included), so a slot can never leak.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def default_slots_dir() -> Path:
+    """Machine-wide (GPUs are), per user, and on local disk (flock is unreliable on network file systems)."""
+    return Path(tempfile.gettempdir()) / f"lcopt-gpu-slots-{os.getuid()}"
+
+
+def visible_devices() -> list[str]:
+    """The devices this process may use: CUDA_VISIBLE_DEVICES if set, else every GPU nvidia-smi lists."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [d.strip() for d in env.split(",") if d.strip()]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    out = subprocess.run(
+        ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+    )
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
+@contextlib.contextmanager
+def claim(
+    n: int, slots_dir: Path, devices: Sequence[str] | None = None, timeout_s: float = 600.0, poll_s: float = 0.5
+) -> Iterator[list[str]]:
+    """Hold `n` free devices and export them as CUDA_VISIBLE_DEVICES for the duration of the block."""
+    if n <= 0:
+        yield []
+        return
+    devices = list(visible_devices() if devices is None else devices)
+    if n > len(devices):
+        raise RuntimeError(f"job needs {n} GPU(s) but only {len(devices)} are visible: {devices}")
+    slots_dir = Path(slots_dir) if slots_dir else default_slots_dir()
+    slots_dir.mkdir(parents=True, exist_ok=True)
+    held: list[tuple[str, int]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            for device in devices:
+                if len(held) == n:
+                    break
+                if any(d == device for d, _ in held):
+                    continue
+                fd = os.open(slots_dir / f"gpu-{device}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                held.append((device, fd))
+            if len(held) == n:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {n} free GPU slot(s) among {devices} after {timeout_s:.0f} s")
+            time.sleep(poll_s)
+        chosen = [d for d, _ in held]
+        previous = os.environ.get("CUDA_VISIBLE_DEVICES")
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(chosen)
+        log.info("GPU slot(s) %s (of %s)", chosen, devices)
+        try:
+            yield chosen
+        finally:
+            if previous is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = previous
+    finally:
+        for _, fd in held:
+            os.close(fd)  # closing drops the flock

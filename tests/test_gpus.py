@@ -1,0 +1,57 @@
+"""GPU slot assignment, on a faked device list (no GPU needed)."""
+
+import multiprocessing as mp
+import os
+import signal
+import time
+
+import pytest
+
+from lcopt.gpus import claim
+
+
+def _hold(slots_dir, devices, n, queue, hold_s):
+    with claim(n, slots_dir, devices, timeout_s=30, poll_s=0.05) as chosen:
+        queue.put((os.getpid(), chosen, os.environ["CUDA_VISIBLE_DEVICES"]))
+        time.sleep(hold_s)
+
+
+def test_concurrent_jobs_get_distinct_devices(tmp_path):
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    devices = ["0", "1", "2", "3"]
+    procs = [ctx.Process(target=_hold, args=(tmp_path, devices, n, queue, 1.0)) for n in (1, 1, 2)]
+    for p in procs:
+        p.start()
+    got = [queue.get(timeout=30) for _ in procs]
+    for p in procs:
+        p.join()
+    claimed = [d for _, chosen, _ in got for d in chosen]
+    assert sorted(claimed) == devices  # 1 + 1 + 2 slots, no device twice
+    for _, chosen, env in got:
+        assert env == ",".join(chosen)
+
+
+def test_a_job_waits_for_a_free_slot_and_a_killed_holder_frees_it(tmp_path):
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    holder = ctx.Process(target=_hold, args=(tmp_path, ["7"], 1, queue, 60))
+    holder.start()
+    assert queue.get(timeout=30)[1] == ["7"]
+    with pytest.raises(TimeoutError), claim(1, tmp_path, ["7"], timeout_s=0.5, poll_s=0.05):
+        pass
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.join()
+    with claim(1, tmp_path, ["7"], timeout_s=5, poll_s=0.05) as chosen:
+        assert chosen == ["7"]
+
+
+def test_restores_the_environment_and_rejects_impossible_requests(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    with claim(1, tmp_path) as chosen:
+        assert chosen == ["2"] and os.environ["CUDA_VISIBLE_DEVICES"] == "2"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "2,5"
+    with pytest.raises(RuntimeError, match="needs 3 GPU"), claim(3, tmp_path):
+        pass
+    with claim(0, tmp_path) as chosen:
+        assert chosen == [] and os.environ["CUDA_VISIBLE_DEVICES"] == "2,5"

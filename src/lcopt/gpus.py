@@ -42,7 +42,11 @@ def visible_devices() -> list[str]:
 
 @contextlib.contextmanager
 def claim(
-    n: int, slots_dir: Path, devices: Sequence[str] | None = None, timeout_s: float = 600.0, poll_s: float = 0.5
+    n: int,
+    slots_dir: Path | None = None,
+    devices: Sequence[str] | None = None,
+    timeout_s: float = 600.0,
+    poll_s: float = 0.5,
 ) -> Iterator[list[str]]:
     """Hold `n` free devices and export them as CUDA_VISIBLE_DEVICES for the duration of the block."""
     if n <= 0:

@@ -57,7 +57,7 @@ def hub_jsonl(name: str, cache_dir: Path) -> Path:
     return target
 
 
-def read_longbench_jsonl(path: Path) -> list[dict]:
+def read_longbench_jsonl(path: Path, cache_dir: Path) -> list[dict]:
     """Rows of one LongBench JSONL file through `datasets`, validated field by field."""
     import datasets
 
@@ -65,7 +65,7 @@ def read_longbench_jsonl(path: Path) -> list[dict]:
         raise DataError(f"{path}: LongBench file not found (longbench.local_dir must hold <task>.jsonl files)")
     try:
         table = datasets.load_dataset(
-            "json", data_files=str(path), split="train", cache_dir=str(path.parent / ".hf-cache")
+            "json", data_files=str(path), split="train", cache_dir=str(cache_dir / "hf-datasets")
         )
     except Exception as exc:
         raise DataError(f"{path}: not readable as JSON lines ({type(exc).__name__}: {exc})") from exc
@@ -89,7 +89,7 @@ def load_longbench(name: str, source: str, local_dir: Path | None, cache_dir: Pa
         path = Path(local_dir) / f"{name}.jsonl"
     else:
         raise DataError(f"longbench.source is {source!r}; allowed: hub, local")
-    rows = read_longbench_jsonl(path)
+    rows = read_longbench_jsonl(path, cache_dir)
     digest = sha256_of(path)
     official = OFFICIAL_SHA256.get(name)
     if official and digest != official:

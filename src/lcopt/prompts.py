@@ -40,14 +40,16 @@ def _count(tokenizer, text: str, add_special_tokens: bool) -> int:
 
 
 def middle_truncate(tokenizer, text: str, max_tokens: int) -> str:
-    """LongBench's rule: keep the first and last `max_tokens // 2` tokens, decoded back to text."""
+    """LongBench's rule: keep the first and last `max_tokens // 2` tokens, decoded back to text.
+
+    The two halves are decoded together, so a tokenizer whose decoder adds the spaces between tokens
+    (word-level, WordPiece) joins them as it joins any two tokens; for byte-level BPE this is the same
+    as LongBench's decode(head) + decode(tail)."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) <= max_tokens:
         return text
     half = max_tokens // 2
-    head = tokenizer.decode(ids[:half], skip_special_tokens=True)
-    tail = tokenizer.decode(ids[len(ids) - half :], skip_special_tokens=True)
-    return head + tail
+    return tokenizer.decode(ids[:half] + ids[len(ids) - half :], skip_special_tokens=True)
 
 
 def build_prompt(tokenizer, task: Task, row: dict, max_input_tokens: int, context: str | None = None) -> Prompt:

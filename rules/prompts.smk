@@ -1,7 +1,11 @@
 rule prompts:
     """Per model tokenizer: task template, middle truncation to the model's budget, chat template."""
     input:
-        rows=f"{R}/data/{{dataset}}.jsonl",
+        rows=lambda w: (
+            f"{R}/data/{w.dataset}.jsonl"
+            if w.prompt_variant == "full"
+            else f"{R}/compressed/{w.prompt_variant}/{w.dataset}.jsonl"
+        ),
         source=model_source_input,
     output:
         f"{R}/prompts/{{model}}/{{prompt_variant}}/{{dataset}}.jsonl",

@@ -27,3 +27,49 @@ def llama_tokenizer(shared_assets):
     if not (path / "tokenizer.json").is_file():
         pytest.skip(f"Llama-3.1 tokenizer not found in {path}")
     return AutoTokenizer.from_pretrained(path)
+
+
+def build_tiny_classifier(root: Path, texts: list[str]) -> Path:
+    """A 2-layer BERT token classifier with a WordPiece vocabulary trained on `texts`, saved like a hub model.
+
+    The directory name carries `bert-base-multilingual-cased`, as the real checkpoint's id does, so LLMLingua-2
+    applies BERT's "##" word-piece rules. The vocabulary is kept small so that words split into several pieces
+    and a 300-word context needs more than one 512-token classifier window.
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertForTokenClassification, BertTokenizerFast
+
+    path = root / "tiny-llmlingua-2-bert-base-multilingual-cased-meetingbank"
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=150, special_tokens=specials))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    tok.decoder = decoders.WordPiece(prefix="##")
+    BertTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    ).save_pretrained(path)
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=2,
+        pad_token_id=tok.token_to_id("[PAD]"),
+    )
+    BertForTokenClassification(config).eval().save_pretrained(path)
+    return path

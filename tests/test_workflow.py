@@ -123,6 +123,41 @@ def test_adding_a_model_schedules_only_its_jobs(finished_run):
     assert "wildcards: model=demo," not in out
 
 
+def test_prompt_compression_runs_once_per_dataset_for_all_models(tmp_path):
+    """lingua2 (a tiny local LLMLingua-2 classifier) composed with kivi4; two models share the compression."""
+    from conftest import build_tiny_classifier
+
+    from lcopt import synthetic
+
+    texts = [r["context"] for r in synthetic.generate("passkey", 200, 3, 0)]
+    classifier = build_tiny_classifier(tmp_path / "models", texts)
+    config = TINY | {
+        "models": TINY["models"] | {"demo-short": {"path": "lcopt-demo", "max_input_tokens": 300}},
+        "stacks": ["baseline", "lingua2", "lingua2+kivi4"],
+        "lingua2": {"model": str(classifier), "rate": 0.5, "device": "cpu"},
+    }
+    work = tmp_path / "run"
+    work.mkdir()
+    counts = job_counts(snakemake(work, config, "-n"))
+    assert counts["compress_contexts"] == 2  # per dataset, not per model or stack
+    assert counts["prompts"] == 2 * 2 * 2  # model x prompt variant (full, lingua2) x dataset
+    assert counts["inference"] == 2 * 3 * 2
+    snakemake(work, config)
+    r = work / "results"
+    full = [json.loads(x) for x in (r / "prompts/demo/full/passkey-200.jsonl").read_text().splitlines()]
+    short = [json.loads(x) for x in (r / "prompts/demo/lingua2/passkey-200.jsonl").read_text().splitlines()]
+    for f, s in zip(full, short, strict=True):
+        assert s["n_tokens"] < f["n_tokens"] and 1.5 < s["compression_ratio"] < 2.8
+        assert "what is the pass key ?" in s["prompt"]  # the question is never compressed
+    preds = [json.loads(x) for x in (r / "predictions/demo/lingua2+kivi4/passkey-200.jsonl").read_text().splitlines()]
+    assert all(p["kv_method"] == "kivi4" and p["compression_ratio"] > 1.5 for p in preds)
+    import polars as pl
+
+    long = pl.read_parquet(r / "tables/long.parquet")
+    assert set(long["stack"]) == {"baseline", "lingua2", "lingua2+kivi4"}
+    assert long.filter(pl.col("metric") == "compression_ratio").height == 2 * 2 * 2  # lingua2 stacks only
+
+
 def test_lint_is_clean():
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--lint", "-s", str(REPO / "Snakefile")],

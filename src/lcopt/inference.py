@@ -23,6 +23,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from lcopt.io import read_jsonl
 from lcopt.kvcache import make_cache
+from lcopt.prompts import COMPRESSION_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,7 @@ def run(
                 "status": "ok",
                 "truncated": prompt["truncated"],
                 "chat_template": prompt["chat_template"],
+                **{k: prompt[k] for k in COMPRESSION_FIELDS if k in prompt},
                 "kv_method": kv_method,
                 "device": device,
             }

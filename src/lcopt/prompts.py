@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 from lcopt.tasks import Task
 
+# Per-sample figures of a prompt-side technique, carried from its rows into the predictions.
+COMPRESSION_FIELDS = ("compression_ratio", "compression_seconds", "original_tokens", "compressed_tokens")
+
 
 @dataclass(frozen=True)
 class Prompt:
@@ -105,6 +108,7 @@ def write_prompts(source: str, task_name: str, rows_jsonl, max_input_tokens: int
                 "truncated": p.truncated,
                 "chat_template": p.chat_template,
                 "max_new_tokens": task.max_new_tokens,
+                **{k: row[k] for k in COMPRESSION_FIELDS if k in row},
             }
         )
     write_jsonl_atomic(out_jsonl, out)

@@ -25,6 +25,8 @@ SYSTEM_METRICS = (
     "kv_cache_bytes",
     "peak_mem_bytes",
     "nvml_used_bytes",
+    "compression_ratio",
+    "compression_seconds",
 )
 
 

@@ -173,10 +173,11 @@ def test_lint_is_clean():
 def test_paper_config_builds_the_full_dag_offline(tmp_path):
     config = yaml.safe_load((REPO / "config/paper.yaml").read_text())
     counts = job_counts(snakemake(tmp_path, config, "-n"))
-    n_models, n_datasets = 3, 6
-    assert counts["dataset"] == n_datasets
+    n_models, n_datasets, n_stacks = 3, 6, len(config["stacks"])
+    assert counts["dataset"] == counts["compress_contexts"] == n_datasets  # model-independent: once
     assert counts["model_variant"] == n_models
-    assert counts["prompts"] == counts["inference"] == counts["score"] == n_models * n_datasets
+    assert counts["prompts"] == n_models * n_datasets * 2  # full and lingua2 prompts per tokenizer
+    assert counts["inference"] == counts["score"] == n_models * n_datasets * n_stacks
 
 
 def test_demo_training_rule_runs_a_few_steps(tmp_path):

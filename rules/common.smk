@@ -25,6 +25,7 @@ TABLES = expand(
         "long.csv",
         "quality_wide.csv",
         "latency_wide.csv",
+        "compounding.csv",
         "summary.md",
         "provenance.json",
     ],

@@ -83,6 +83,49 @@ def wide(long: pl.DataFrame, metric: str, kind: str = "quality") -> pl.DataFrame
     )
 
 
+def compounding(long: pl.DataFrame) -> pl.DataFrame:
+    """For each stack of several techniques: its measured score drop from the baseline next to the sum
+    of its techniques' drops alone. `excess_drop` > 0 means the stack loses more than its parts add up to
+    (the study's "naive stacks compound errors"). Needs the baseline and every single-technique stack."""
+    score = long.filter((pl.col("kind") == "quality") & (pl.col("metric") == "score")).select(
+        "model", "dataset", "stack", "value"
+    )
+    base = score.filter(pl.col("stack") == "baseline").select("model", "dataset", pl.col("value").alias("baseline"))
+    drops = score.join(base, on=["model", "dataset"]).with_columns(drop=pl.col("baseline") - pl.col("value"))
+    single = {(r["model"], r["dataset"], r["stack"]): r["drop"] for r in drops.iter_rows(named=True)}
+    rows = []
+    for r in drops.iter_rows(named=True):
+        parts = r["stack"].split("+")
+        if len(parts) < 2:
+            continue
+        part_drops = [single.get((r["model"], r["dataset"], p)) for p in parts]
+        if any(d is None for d in part_drops):
+            continue
+        rows.append(
+            {
+                "model": r["model"],
+                "dataset": r["dataset"],
+                "stack": r["stack"],
+                "baseline": r["baseline"],
+                "score": r["value"],
+                "drop": r["drop"],
+                "sum_of_part_drops": sum(part_drops),
+                "excess_drop": r["drop"] - sum(part_drops),
+            }
+        )
+    schema = {
+        "model": pl.Utf8,
+        "dataset": pl.Utf8,
+        "stack": pl.Utf8,
+        "baseline": pl.Float64,
+        "score": pl.Float64,
+        "drop": pl.Float64,
+        "sum_of_part_drops": pl.Float64,
+        "excess_drop": pl.Float64,
+    }
+    return pl.DataFrame(rows, schema=schema, orient="row").sort(["model", "dataset", "stack"])
+
+
 def _fmt(value, scale: float = 1.0, digits: int = 1) -> str:
     return "—" if value is None else f"{value * scale:.{digits}f}"
 
@@ -172,5 +215,7 @@ def write_tables(summary_paths: list[Path], out_dir: Path) -> pl.DataFrame:
     for name, metric, kind in [("quality_wide", "score", "quality"), ("latency_wide", "e2e_s", "system")]:
         with atomic_file(out_dir / f"{name}.csv", ".csv") as tmp:
             wide(long, metric, kind).write_csv(tmp)
+    with atomic_file(out_dir / "compounding.csv", ".csv") as tmp:
+        compounding(long).write_csv(tmp)
     write_text_atomic(out_dir / "summary.md", markdown(long))
     return long

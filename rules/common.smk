@@ -60,6 +60,15 @@ def model_source_input(wildcards):
     return [source] if source.startswith(f"{R}/") else []
 
 
+def parent_variant(variant):
+    """`prune+gptq4` is made from `prune`; a single technique from the baseline."""
+    return "+".join(variant.split("+")[:-1]) or "baseline"
+
+
+def calibration_dataset():
+    return config["prune"].get("calibration_dataset") or DATASETS[0]
+
+
 def gpus(model):
     return config["models"][model]["gpus"] if ON_GPU else 0
 

@@ -34,18 +34,47 @@ rule import_gguf:
 
 
 rule model_variant:
-    """A model after the model-side techniques of a stack (the baseline points at the source)."""
+    """The baseline variant: a pointer to the source weights."""
     input:
         model_source_input,
     output:
-        f"{R}/models/{{model}}/{{variant}}/variant.json",
+        f"{R}/models/{{model}}/baseline/variant.json",
     params:
         source=lambda w: model_source(w.model),
     log:
-        f"{R}/logs/model_variant/{{model}}/{{variant}}.log",
+        f"{R}/logs/model_variant/{{model}}/baseline.log",
     benchmark:
-        f"{R}/benchmarks/model_variant/{{model}}/{{variant}}.tsv"
+        f"{R}/benchmarks/model_variant/{{model}}/baseline.tsv"
     conda:
         "../envs/lcopt.yaml"
     script:
         "../scripts/model_variant.py"
+
+
+rule model_technique:
+    """The last model-side technique of a variant, applied to the variant before it (prune+gptq4 is
+    GPTQ of the pruned model)."""
+    input:
+        parent=lambda w: f"{R}/models/{w.model}/{parent_variant(w.variant)}/variant.json",
+        calibration=lambda w: f"{R}/data/{calibration_dataset()}.jsonl",
+    output:
+        variant=f"{R}/models/{{model}}/{{variant}}/variant.json",
+        weights=directory(f"{R}/models/{{model}}/{{variant}}/weights"),
+    wildcard_constraints:
+        variant=r"(?!baseline$)[A-Za-z0-9_.+-]+",
+    params:
+        technique=lambda w: w.variant.split("+")[-1],
+        options=lambda w: config[w.variant.split("+")[-1]],
+        calibration_spec=lambda w: config["datasets"][calibration_dataset()]
+        | {"name": calibration_dataset()},
+        longbench=config["longbench"],
+    resources:
+        gpu=lambda w: gpus(w.model),
+    log:
+        f"{R}/logs/model_technique/{{model}}/{{variant}}.log",
+    benchmark:
+        f"{R}/benchmarks/model_technique/{{model}}/{{variant}}.tsv"
+    conda:
+        "../envs/lcopt.yaml"
+    script:
+        "../scripts/model_technique.py"

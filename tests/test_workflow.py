@@ -158,6 +158,13 @@ def test_prompt_compression_runs_once_per_dataset_for_all_models(tmp_path):
     assert long.filter(pl.col("metric") == "compression_ratio").height == 2 * 2 * 2  # lingua2 stacks only
 
 
+def test_model_side_techniques_compose_and_are_made_once(finished_run):
+    config = TINY | {"stacks": ["baseline", "prune", "prune+kivi4", "kivi4"]}
+    counts = job_counts(snakemake(finished_run, config, "-n"))
+    assert counts["model_technique"] == 1  # the pruned model, shared by prune and prune+kivi4
+    assert counts["inference"] == 3 * 2 and "model_variant" not in counts and "prompts" not in counts
+
+
 def test_lint_is_clean():
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--lint", "-s", str(REPO / "Snakefile")],

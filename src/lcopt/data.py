@@ -97,6 +97,16 @@ def load_longbench(name: str, source: str, local_dir: Path | None, cache_dir: Pa
     return rows, {"file": str(path), "sha256": digest, "official_sha256_match": digest == official}
 
 
+def calibration_texts(spec: dict, longbench: dict, cache_dir: Path, n: int) -> list[str]:
+    """Contexts that are not scored: synthetic rows of another seed, or the last `n` LongBench rows."""
+    if "synthetic" in spec:
+        rows = synthetic.generate(spec["synthetic"], spec["words"], n, spec.get("seed", 0) + 10_000)
+        return [r["context"] for r in rows]
+    local_dir = longbench.get("local_dir")
+    rows, _ = load_longbench(spec["longbench"], longbench["source"], Path(local_dir) if local_dir else None, cache_dir)
+    return [r["context"] for r in rows[-n:]]
+
+
 def build_dataset(spec: dict, longbench: dict, cache_dir: Path) -> tuple[list[dict], dict]:
     """The rows a dataset entry of the config names, cut to its sample count."""
     n = spec["samples"]

@@ -88,6 +88,55 @@ def write_variant(model: str, stack: str, source: str, out: Path) -> None:
     write_json_atomic(out, {"model": model, "stack": stack, "weights": resolved, "techniques": []})
 
 
+def apply_prune(parent_json: Path, out_dir: Path, options: dict, calibration: list[str]) -> dict:
+    """Minitron-style width pruning of the parent variant, saved as a standard HF model in `out_dir`."""
+    from lcopt.prune import PruneTarget, calibration_batches, importance, prune
+
+    model, tokenizer, _ = load_variant(parent_json, "cpu", "float32")
+    target = PruneTarget(options["hidden"], options["intermediate"], options["heads"])
+    scores = importance(model, calibration_batches(tokenizer, calibration, options["calibration_tokens"], "cpu"))
+    before = sum(p.numel() for p in model.parameters())
+    prune(model, scores, target)
+    after = sum(p.numel() for p in model.parameters())
+    log.info("pruned %s: %d -> %d parameters (%s)", parent_json, before, after, target)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return {"parameters_before": before, "parameters_after": after, "target": vars(target)}
+
+
+# model-side techniques: name -> apply(parent variant.json, weights dir, options, calibration texts)
+MODEL_TECHNIQUES = {"prune": apply_prune}
+
+
+def write_technique_variant(
+    model: str,
+    variant: str,
+    technique: str,
+    parent_json: Path,
+    weights_dir: Path,
+    out: Path,
+    options: dict,
+    calibration: list[str],
+) -> None:
+    import time
+
+    start = time.perf_counter()
+    record = MODEL_TECHNIQUES[technique](parent_json, weights_dir, options, calibration)
+    parent = json.loads(Path(parent_json).read_text())
+    write_json_atomic(
+        out,
+        {
+            "model": model,
+            "stack": variant,
+            "weights": str(Path(weights_dir).resolve()),
+            "techniques": [*parent["techniques"], technique],
+            "seconds": time.perf_counter() - start,
+            technique: record,
+        },
+    )
+
+
 def torch_dtype(name: str, device: str):
     import torch
 

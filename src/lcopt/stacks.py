@@ -15,6 +15,7 @@ Side = Literal["model", "prompt", "cache"]
 
 # name -> side; the baseline needs none.
 TECHNIQUES: dict[str, Side] = {
+    "prune": "model",
     "lingua2": "prompt",
     "kivi4": "cache",
     "kivi2": "cache",

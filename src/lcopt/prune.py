@@ -1,0 +1,152 @@
+"""Minitron-style width pruning (Muralidharan et al., 2024) for Llama-architecture models.
+
+Importance is activation-based, measured on calibration text in one forward pass:
+- MLP neurons: the magnitude of each intermediate activation act(gate) * up;
+- attention: the magnitude of each head's output before `o_proj`; heads are kept or dropped by whole
+  GQA groups (one KV head with its query heads), so the result is still a valid GQA model;
+- embedding channels: the magnitude of each channel of the RMSNorm outputs, over every layer.
+Each is aggregated as in Minitron: L2 norm over the sequence, mean over the batch. The least important
+units are sliced out of every weight that touches them, and the result is saved as a standard HF model
+(`from_pretrained` loads it; `head_dim` is written explicitly). Distillation is not done here: the
+pruned model is used as is, which is the point of measuring it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PruneTarget:
+    """Kept fractions (the defaults mirror Llama-3.1-8B -> Minitron-4B-Width: 3072/4096, 9216/14336)."""
+
+    hidden: float = 0.75
+    intermediate: float = 0.643
+    heads: float = 1.0
+
+
+def _aggregate(x: torch.Tensor) -> torch.Tensor:
+    """(batch, seq, units) -> (units,): L2 over the sequence, mean over the batch."""
+    return x.float().norm(dim=1).mean(dim=0)
+
+
+@torch.no_grad()
+def importance(model, batches: list[dict]) -> dict[str, torch.Tensor]:
+    """Per-unit importance from forward hooks: `mlp.<i>`, `heads.<i>` (per KV group) and `hidden`."""
+    cfg = model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    group = cfg.num_attention_heads // cfg.num_key_value_heads
+    scores: dict[str, torch.Tensor] = defaultdict(lambda: 0)
+    hooks = []
+    for i, layer in enumerate(model.model.layers):
+
+        def mlp_hook(module, args, i=i):
+            scores[f"mlp.{i}"] = scores[f"mlp.{i}"] + _aggregate(args[0])
+
+        def heads_hook(module, args, i=i):
+            b, s, _ = args[0].shape
+            per_head = args[0].reshape(b, s, cfg.num_attention_heads, head_dim).float().norm(dim=-1)
+            per_group = per_head.reshape(b, s, cfg.num_key_value_heads, group).sum(-1)
+            scores[f"heads.{i}"] = scores[f"heads.{i}"] + _aggregate(per_group)
+
+        def norm_hook(module, args, output):
+            scores["hidden"] = scores["hidden"] + _aggregate(output)
+
+        hooks += [
+            layer.mlp.down_proj.register_forward_pre_hook(mlp_hook),
+            layer.self_attn.o_proj.register_forward_pre_hook(heads_hook),
+            layer.input_layernorm.register_forward_hook(norm_hook),
+            layer.post_attention_layernorm.register_forward_hook(norm_hook),
+        ]
+    try:
+        for batch in batches:
+            model(**batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    return dict(scores)
+
+
+def _keep(scores: torch.Tensor, fraction: float) -> torch.Tensor:
+    n = max(1, round(scores.numel() * fraction))
+    return scores.topk(n).indices.sort().values
+
+
+def _slice(linear: torch.nn.Linear, out_idx=None, in_idx=None) -> None:
+    w = linear.weight.data
+    if out_idx is not None:
+        w = w[out_idx]
+        if linear.bias is not None:
+            linear.bias.data = linear.bias.data[out_idx].clone()
+    if in_idx is not None:
+        w = w[:, in_idx]
+    linear.weight.data = w.clone()
+    linear.out_features, linear.in_features = w.shape
+
+
+@torch.no_grad()
+def prune(model, scores: dict[str, torch.Tensor], target: PruneTarget):
+    """Slice `model` in place to the kept units; returns it with an updated config."""
+    cfg = model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    group = cfg.num_attention_heads // cfg.num_key_value_heads
+    hidden_idx = _keep(scores["hidden"], target.hidden)
+    n_groups = max(1, round(cfg.num_key_value_heads * target.heads))
+    for i, layer in enumerate(model.model.layers):
+        attn, mlp = layer.self_attn, layer.mlp
+        groups = scores[f"heads.{i}"].topk(n_groups).indices.sort().values
+        kv_rows = torch.cat([torch.arange(g * head_dim, (g + 1) * head_dim) for g in groups.tolist()])
+        q_heads = [g * group + j for g in groups.tolist() for j in range(group)]
+        q_rows = torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in q_heads])
+        _slice(attn.q_proj, q_rows, hidden_idx)
+        _slice(attn.k_proj, kv_rows, hidden_idx)
+        _slice(attn.v_proj, kv_rows, hidden_idx)
+        _slice(attn.o_proj, hidden_idx, q_rows)
+        neurons = _keep(scores[f"mlp.{i}"], target.intermediate)
+        _slice(mlp.gate_proj, neurons, hidden_idx)
+        _slice(mlp.up_proj, neurons, hidden_idx)
+        _slice(mlp.down_proj, hidden_idx, neurons)
+        for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+            norm.weight.data = norm.weight.data[hidden_idx].clone()
+        attn.num_key_value_groups = group
+        for name in ("num_heads", "num_key_value_heads"):
+            if hasattr(attn, name):
+                setattr(attn, name, len(q_heads) if name == "num_heads" else n_groups)
+    model.model.norm.weight.data = model.model.norm.weight.data[hidden_idx].clone()
+    emb = model.model.embed_tokens
+    emb.weight.data = emb.weight.data[:, hidden_idx].clone()
+    emb.embedding_dim = len(hidden_idx)
+    if not cfg.tie_word_embeddings:
+        _slice(model.lm_head, None, hidden_idx)
+    else:
+        model.lm_head.weight = emb.weight
+        model.lm_head.in_features = len(hidden_idx)
+    cfg.head_dim = head_dim
+    cfg.hidden_size = len(hidden_idx)
+    cfg.intermediate_size = len(neurons)
+    cfg.num_attention_heads = n_groups * group
+    cfg.num_key_value_heads = n_groups
+    return model
+
+
+def calibration_batches(tokenizer, texts: list[str], max_tokens: int, device: str) -> list[dict]:
+    return [
+        tokenizer(t, return_tensors="pt", truncation=True, max_length=max_tokens).to(device) for t in texts if t.strip()
+    ]
+
+
+def random_scores(model, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Uniformly random importance with the same shapes: the control that activation importance must beat."""
+    g = torch.Generator().manual_seed(seed)
+    cfg = model.config
+    out = {"hidden": torch.rand(cfg.hidden_size, generator=g)}
+    for i in range(cfg.num_hidden_layers):
+        out[f"mlp.{i}"] = torch.rand(cfg.intermediate_size, generator=g)
+        out[f"heads.{i}"] = torch.rand(cfg.num_key_value_heads, generator=g)
+    return out

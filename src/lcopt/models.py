@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import time
 from pathlib import Path
 
 from lcopt.io import atomic_dir, write_json_atomic
@@ -119,8 +120,6 @@ def write_technique_variant(
     options: dict,
     calibration: list[str],
 ) -> None:
-    import time
-
     start = time.perf_counter()
     record = MODEL_TECHNIQUES[technique](parent_json, weights_dir, options, calibration)
     parent = json.loads(Path(parent_json).read_text())

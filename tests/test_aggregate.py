@@ -24,3 +24,18 @@ def test_compounding_compares_a_stack_with_the_sum_of_its_parts():
 
 def test_compounding_needs_every_part():
     assert compounding(_long({"baseline": 0.8, "lingua2+kivi2": 0.5, "lingua2": 0.7})).is_empty()
+
+
+def test_markdown_shows_the_compounding_table():
+    from lcopt.aggregate import markdown
+
+    long = _long({"baseline": 0.80, "lingua2": 0.70, "kivi2": 0.75, "lingua2+kivi2": 0.50}).with_columns(
+        pl.lit("qa_f1").alias("longbench_metric"),
+        pl.lit(None).alias("ci_low"),
+        pl.lit(None).alias("ci_high"),
+        pl.lit(1).alias("n"),
+        pl.lit(0).alias("n_failed"),
+    )
+    text = markdown(long)
+    assert "## Compounding" in text
+    assert "| m | d | lingua2+kivi2 | 80.0 | 50.0 | 30.0 | 15.0 | 15.0 |" in text

@@ -201,6 +201,20 @@ def markdown(long: pl.DataFrame) -> str:
             "Peak memory is torch's peak allocation on a GPU and the process's peak RSS on a CPU "
             "(`mem_source` in the predictions).",
         ]
+    comp = compounding(long)
+    if not comp.is_empty():
+        lines += [
+            "",
+            "## Compounding: a stack's drop vs the sum of its parts' drops (score ×100)",
+            "",
+            "| model | dataset | stack | baseline | stack score | drop | sum of parts' drops | excess |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in comp.iter_rows(named=True):
+            cells = [r["baseline"], r["score"], r["drop"], r["sum_of_part_drops"], r["excess_drop"]]
+            lines.append(
+                f"| {r['model']} | {r['dataset']} | {r['stack']} | " + " | ".join(_fmt(c, 100) for c in cells) + " |"
+            )
     return "\n".join(lines) + "\n"
 
 

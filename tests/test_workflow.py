@@ -165,6 +165,30 @@ def test_model_side_techniques_compose_and_are_made_once(finished_run):
     assert counts["inference"] == 3 * 2 and "model_variant" not in counts and "prompts" not in counts
 
 
+def test_local_profile_is_read(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--profile",
+            str(REPO / "profiles/local"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(REPO / "config/config.yaml"),
+            "-n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"Using profile {REPO / 'profiles/local'}" in out.stdout + out.stderr
+
+
 def test_lint_is_clean():
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--lint", "-s", str(REPO / "Snakefile")],

@@ -19,14 +19,19 @@ def shared_assets() -> Path:
     return path
 
 
-@pytest.fixture
-def llama_tokenizer(shared_assets):
+def shared_tokenizer(shared_assets: Path, folder: str):
+    """A tokenizer from ../shared/assets/models/<folder>, or a skip that says which one is missing."""
     from transformers import AutoTokenizer
 
-    path = shared_assets / "models" / "meta-llama--Llama-3.1-8B-Instruct"
+    path = shared_assets / "models" / folder
     if not (path / "tokenizer.json").is_file():
-        pytest.skip(f"Llama-3.1 tokenizer not found in {path}")
+        pytest.skip(f"tokenizer not found in {path}")
     return AutoTokenizer.from_pretrained(path)
+
+
+@pytest.fixture
+def llama_tokenizer(shared_assets):
+    return shared_tokenizer(shared_assets, "meta-llama--Llama-3.1-8B-Instruct")
 
 
 def build_tiny_classifier(root: Path, texts: list[str]) -> Path:

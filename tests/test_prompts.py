@@ -6,6 +6,7 @@ import json
 from functools import cache
 
 import pytest
+from conftest import shared_tokenizer
 
 from lcopt import synthetic
 from lcopt.prompts import build_prompt, has_chat_template, middle_truncate
@@ -40,12 +41,7 @@ def long_rows(multi_news) -> list[dict]:
 
 @pytest.fixture
 def minitron_tokenizer(shared_assets):
-    from transformers import AutoTokenizer
-
-    path = shared_assets / "models" / "nvidia--Llama-3.1-Minitron-4B-Width-Base"
-    if not (path / "tokenizer.json").is_file():
-        pytest.skip(f"Minitron tokenizer not found in {path}")
-    return AutoTokenizer.from_pretrained(path)
+    return shared_tokenizer(shared_assets, "nvidia--Llama-3.1-Minitron-4B-Width-Base")
 
 
 def _n(tokenizer, text: str, add_special_tokens: bool) -> int:

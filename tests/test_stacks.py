@@ -25,3 +25,26 @@ def test_cache_side_technique_only_changes_the_cache():
 def test_invalid_stacks(name, message):
     with pytest.raises(StackError, match=message):
         parse_stack(name)
+
+
+def test_levels_expand_to_every_compatible_pair_in_acting_order():
+    from lcopt.stacks import expand_levels
+
+    stacks = expand_levels(["kivi4", "lingua2", "prune", "kivi2"], [1, 2])
+    assert stacks[:4] == ["kivi4", "lingua2", "prune", "kivi2"]
+    assert set(stacks[4:]) == {"lingua2+kivi4", "prune+kivi4", "prune+lingua2", "lingua2+kivi2", "prune+kivi2"}
+    assert "kivi4+kivi2" not in stacks and len(stacks) == 9
+
+
+def test_config_expands_levels_into_stacks():
+    from lcopt.config import validate
+
+    cfg = validate(
+        {
+            "models": {"m": {"path": "lcopt-demo", "max_input_tokens": 100}},
+            "datasets": {"d": {"synthetic": "passkey", "words": 100}},
+            "techniques": ["prune", "kivi4"],
+            "levels": [1, 2],
+        }
+    )
+    assert cfg["stacks"] == ["baseline", "prune", "kivi4", "prune+kivi4"]

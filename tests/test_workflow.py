@@ -204,7 +204,10 @@ def test_lint_is_clean():
 def test_paper_config_builds_the_full_dag_offline(tmp_path):
     config = yaml.safe_load((REPO / "config/paper.yaml").read_text())
     counts = job_counts(snakemake(tmp_path, config, "-n"))
-    n_models, n_datasets, n_stacks = 3, 6, len(config["stacks"])
+    from lcopt.config import load
+
+    n_models, n_datasets, n_stacks = 3, 6, len(load([REPO / "config/paper.yaml"])["stacks"])
+    assert n_stacks == 4  # baseline, lingua2, kivi4, lingua2+kivi4
     assert counts["dataset"] == counts["compress_contexts"] == n_datasets  # model-independent: once
     assert counts["model_variant"] == n_models
     assert counts["prompts"] == n_models * n_datasets * 2  # full and lingua2 prompts per tokenizer

@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from lcopt.stacks import StackError, parse_stack
+from lcopt.stacks import StackError, expand_levels, parse_stack
 from lcopt.tasks import get_task
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
@@ -106,6 +106,9 @@ def validate(config: dict, source: str = "config") -> dict:
             f"{source}: key 'kivi.residual_length': {kivi['residual_length']} is not a multiple of "
             f"kivi.group_size {kivi['group_size']} (KIVI quantizes keys in whole groups of tokens)"
         )
+    if config.get("techniques"):
+        expanded = expand_levels(config["techniques"], config["levels"])
+        config["stacks"] = list(dict.fromkeys([*config["stacks"], *expanded]))
     for i, stack in enumerate(config["stacks"]):
         try:
             parse_stack(stack)

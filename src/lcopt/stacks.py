@@ -47,6 +47,28 @@ class Stack:
         return "+".join(self.cache) or "none"
 
 
+SIDE_ORDER = ("model", "prompt", "cache")
+
+
+def canonical(parts) -> str:
+    """A stack's name with its techniques in the order they act: model side, prompt side, cache side."""
+    return "+".join(sorted(parts, key=lambda p: SIDE_ORDER.index(TECHNIQUES[p])))
+
+
+def expand_levels(techniques: list[str], levels: list[int]) -> list[str]:
+    """Level 1: each technique alone; level 2: every compatible pair (never two KV-cache methods)."""
+    from itertools import combinations
+
+    stacks = []
+    for level in sorted(levels):
+        for combo in combinations(techniques, level):
+            try:
+                stacks.append(parse_stack(canonical(combo)).name)
+            except StackError:
+                continue  # an incompatible combination, e.g. two KV-cache methods
+    return stacks
+
+
 def parse_stack(name: str) -> Stack:
     if name == BASELINE:
         return Stack(name, (), (), ())

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 from transformers.generation.streamers import BaseStreamer
 
-from lcopt.io import read_jsonl
+from lcopt.io import read_jsonl, write_jsonl_atomic
 from lcopt.kvcache import make_cache
 from lcopt.prompts import COMPRESSION_FIELDS
 
@@ -219,7 +219,5 @@ def run(
             os.fsync(sink.fileno())
     rows = {row["_id"]: row for row in _finished(partial)}
     ordered = [rows[p["_id"]] for p in prompts]
-    from lcopt.io import write_jsonl_atomic
-
     write_jsonl_atomic(out_jsonl, ordered)
     partial.unlink()

@@ -121,6 +121,5 @@ def build_dataset(spec: dict, longbench: dict, cache_dir: Path) -> tuple[list[di
     local_dir = longbench.get("local_dir")
     rows, provenance = load_longbench(name, longbench["source"], Path(local_dir) if local_dir else None, cache_dir)
     for row in rows:
-        row.setdefault("dataset", name)
         row["dataset"] = name
     return rows[:n], provenance

@@ -126,3 +126,12 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(demo_job, tmp_pa
     assert [r["_id"] for r in resumed] == [r["_id"] for r in clean]
     assert [r["prediction"] for r in resumed] == [r["prediction"] for r in clean]
     assert [r["n_output_tokens"] for r in resumed] == [r["n_output_tokens"] for r in clean]
+
+
+def test_a_row_without_answers_is_a_clear_error(tmp_path):
+    from lcopt.scoring import score_rows
+
+    rows = [{"_id": "a", "input": "q", "context": "c", "answers": []}]
+    preds = [{"_id": "a", "status": "ok", "prediction": "x"}]
+    with pytest.raises(ValueError, match=r"sample 'a' of task passkey: sample has no reference answers"):
+        score_rows("passkey", preds, rows)

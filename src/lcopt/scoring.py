@@ -45,7 +45,10 @@ def score_rows(task_name: str, predictions: list[dict], data: list[dict]) -> lis
             "answers": row["answers"],
         }
         if pred["status"] == "ok":
-            out |= score_sample(task.metric, pred["prediction"], row["answers"], row["context"], row["input"])
+            try:
+                out |= score_sample(task.metric, pred["prediction"], row["answers"], row["context"], row["input"])
+            except ValueError as exc:
+                raise ValueError(f"sample {pred['_id']!r} of task {task_name}: {exc}") from exc
         scored.append(out)
     return scored
 

@@ -65,6 +65,11 @@ def parent_variant(variant):
     return "+".join(variant.split("+")[:-1]) or "baseline"
 
 
+def longbench_options(dataset):
+    """The longbench block only for a LongBench dataset, so editing it never reruns synthetic ones."""
+    return config["longbench"] if "longbench" in config["datasets"][dataset] else {}
+
+
 def calibration_dataset():
     return config["prune"].get("calibration_dataset") or DATASETS[0]
 

@@ -6,7 +6,7 @@ rule dataset:
     params:
         spec=lambda w: config["datasets"][w.dataset]
         | {"samples": config["datasets"][w.dataset].get("samples", config["samples"])},
-        longbench=lambda w: config["longbench"] if "longbench" in config["datasets"][w.dataset] else {},
+        longbench=lambda w: longbench_options(w.dataset),
     log:
         f"{R}/logs/dataset/{{dataset}}.log",
     benchmark:

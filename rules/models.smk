@@ -56,7 +56,6 @@ rule model_technique:
     GPTQ of the pruned model)."""
     input:
         parent=lambda w: f"{R}/models/{w.model}/{parent_variant(w.variant)}/variant.json",
-        calibration=lambda w: f"{R}/data/{calibration_dataset()}.jsonl",
     output:
         variant=f"{R}/models/{{model}}/{{variant}}/variant.json",
         weights=directory(f"{R}/models/{{model}}/{{variant}}/weights"),
@@ -65,9 +64,9 @@ rule model_technique:
     params:
         technique=lambda w: w.variant.split("+")[-1],
         options=lambda w: config[w.variant.split("+")[-1]],
-        calibration_spec=lambda w: config["datasets"][calibration_dataset()]
-        | {"name": calibration_dataset()},
-        longbench=config["longbench"],
+        # held-out text of this dataset (never its scored rows), made by lcopt.data.calibration_texts
+        calibration_spec=lambda w: config["datasets"][calibration_dataset()],
+        longbench=lambda w: longbench_options(calibration_dataset()),
     resources:
         gpu=lambda w: gpus(w.model),
     log:

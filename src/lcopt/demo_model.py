@@ -68,7 +68,7 @@ class TrainConfig:
     num_kv_heads: int = 4
     max_position_embeddings: int = 4096
     rope_theta: float = 10000.0
-    tasks: tuple[str, ...] = synthetic.TASKS
+    tasks: tuple[str, ...] = synthetic.TASKS  # cycled per batch row; repeat a task to weight it
     eval_samples: int = 64
     eval_words: tuple[int, ...] = (1024,)
     num_workers: int = 12  # data-loading processes, capped by the machine's cores
@@ -197,7 +197,7 @@ def evaluate(model, tokenizer, cfg: TrainConfig, device: str) -> dict[str, float
 
     model.eval()
     results = {}
-    for task in cfg.tasks:
+    for task in dict.fromkeys(cfg.tasks):
         for n_words in cfg.eval_words:
             hits = 0
             rows = synthetic.generate(task, n_words, cfg.eval_samples, seed=10_000 + cfg.seed)

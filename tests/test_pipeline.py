@@ -80,11 +80,22 @@ def test_out_of_memory_is_recorded_and_the_job_goes_on(demo_job, tmp_path, monke
 def test_model_sources_fail_clearly(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ModelError, match=r"no config\.json"):
+    with pytest.raises(ModelError, match=r"no config\.json; not a Hugging Face model directory"):
+        resolve_source(str(empty))
+    (empty / "config.json").write_text("not json")
+    with pytest.raises(ModelError, match=r"config\.json: not a JSON object"):
         resolve_source(str(empty))
     (empty / "config.json").write_text("{}")
-    with pytest.raises(ModelError, match="no weights"):
+    with pytest.raises(ModelError, match=r"config\.json: no 'model_type'; not a transformers model config"):
         resolve_source(str(empty))
+    (empty / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(ModelError, match=r"config\.json but no weights \(\*\.safetensors"):
+        resolve_source(str(empty))
+    (empty / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelError, match=r"no tokenizer \(tokenizer\.json"):
+        resolve_source(str(empty))
+    (empty / "tokenizer.json").write_text("{}")
+    assert resolve_source(str(empty)) == str(empty.resolve())
     with pytest.raises(ModelError, match="no such directory"):
         resolve_source("./missing/model")
     assert resolve_source("meta-llama/Llama-3.1-8B-Instruct") == "meta-llama/Llama-3.1-8B-Instruct"

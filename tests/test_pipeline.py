@@ -77,6 +77,46 @@ def test_out_of_memory_is_recorded_and_the_job_goes_on(demo_job, tmp_path, monke
     assert scored[1]["status"] == "oom" and "score" not in scored[1]
 
 
+def test_a_real_cpu_allocation_failure_is_recorded_as_oom(demo_job, tmp_path, monkeypatch):
+    """The CPU allocator's own error (a RuntimeError, not torch.OutOfMemoryError) counts as out of memory."""
+    real = inference.generate_one
+    victim = read_jsonl(demo_job / "prompts.jsonl")[2]["_id"]
+
+    def greedy(model, tokenizer, prompt, *args):
+        if prompt["_id"] == victim:
+            torch.empty(1 << 60, dtype=torch.uint8)  # 1 EiB: fails in the allocator
+        return real(model, tokenizer, prompt, *args)
+
+    monkeypatch.setattr(inference, "generate_one", greedy)
+    out = tmp_path / "preds.jsonl"
+    inference.run(demo_job / "variant.json", demo_job / "prompts.jsonl", out, device="cpu")
+    preds = read_jsonl(out)
+    assert [p["status"] for p in preds] == ["ok", "ok", "oom", "ok"]
+    assert "can't allocate memory" in preds[2]["error"] and preds[2]["prediction"] == ""
+
+
+def test_an_error_that_is_not_per_sample_stops_the_job(demo_job, tmp_path, monkeypatch):
+    """Any other error fails the job, naming the sample, and keeps the finished samples for a rerun."""
+    real = inference.generate_one
+    victim = read_jsonl(demo_job / "prompts.jsonl")[1]["_id"]
+
+    def broken(model, tokenizer, prompt, *args):
+        if prompt["_id"] == victim:
+            raise RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED")
+        return real(model, tokenizer, prompt, *args)
+
+    monkeypatch.setattr(inference, "generate_one", broken)
+    out = tmp_path / "preds.jsonl"
+    with pytest.raises(inference.InferenceError) as err:
+        inference.run(demo_job / "variant.json", demo_job / "prompts.jsonl", out, device="cpu")
+    message = str(err.value)
+    assert message.startswith(f"{out}: sample {victim!r} failed with RuntimeError: CUBLAS_STATUS_EXECUTION_FAILED")
+    assert "Only running out of memory is recorded per sample" in message
+    assert not out.exists()
+    assert [r["status"] for r in read_jsonl(f"{out}.partial")] == ["ok"]
+    assert inference.is_out_of_memory(torch.OutOfMemoryError("x")) and not inference.is_out_of_memory(err.value)
+
+
 def test_model_sources_fail_clearly(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

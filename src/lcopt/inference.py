@@ -28,6 +28,17 @@ from lcopt.prompts import COMPRESSION_FIELDS
 log = logging.getLogger(__name__)
 
 
+class InferenceError(RuntimeError):
+    """An error that is not one sample running out of memory: the job stops, naming the sample."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, the CPU allocator's failure (a plain RuntimeError) or Python's MemoryError."""
+    return isinstance(exc, torch.OutOfMemoryError | MemoryError) or (
+        isinstance(exc, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(exc)
+    )
+
+
 class TokenClock(BaseStreamer):
     """Stamps the wall time of each generated token (`generate` first puts the prompt, then tokens)."""
 
@@ -210,8 +221,15 @@ def run(
             }
             try:
                 record |= generate_one(model, tokenizer, prompt, budget, kv_method, device, probe, kv_options)
-            except torch.OutOfMemoryError as exc:  # recorded, not fatal: the next sample may fit
-                record |= {"status": "oom", "prediction": "", "error": str(exc).splitlines()[0]}
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise InferenceError(
+                        f"{out_jsonl}: sample {prompt['_id']!r} failed with {type(exc).__name__}: {exc}\n"
+                        "Only running out of memory is recorded per sample; any other error stops the job. "
+                        f"Finished samples stay in {partial}, and a rerun continues after them."
+                    ) from exc
+                # recorded, not fatal: the next sample may fit
+                record |= {"status": "oom", "prediction": "", "error": str(exc).strip().splitlines()[0]}
                 if device.startswith("cuda"):
                     torch.cuda.empty_cache()
             sink.write(json.dumps(record, ensure_ascii=False) + "\n")

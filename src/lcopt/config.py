@@ -125,5 +125,7 @@ def load(paths: Sequence[str | Path]) -> dict:
             data = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"{path}: cannot read config ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the config must be a mapping of keys, got a {type(data).__name__}")
         config.update(data)
     return validate(config, ", ".join(map(str, paths)))

@@ -46,11 +46,23 @@ def test_resume_keeps_finished_samples_and_matches_an_uninterrupted_run(demo_job
     # a job killed after two samples left this behind:
     done = [dict(full[0], ttft_s=-1.0), dict(full[1], ttft_s=-2.0)]
     (tmp_path / "preds.jsonl.partial").write_text("".join(json.dumps(r) + "\n" for r in done))
+    key = inference.job_key(demo_job / "variant.json", demo_job / "prompts.jsonl", "none", "cpu", "auto", None, None)
+    (tmp_path / "preds.jsonl.partial.key").write_text(key)
     inference.run(demo_job / "variant.json", demo_job / "prompts.jsonl", out, device="cpu")
     resumed = read_jsonl(out)
     assert [r["ttft_s"] for r in resumed[:2]] == [-1.0, -2.0]  # not recomputed
     assert [r["prediction"] for r in resumed] == [r["prediction"] for r in full]
-    assert not (tmp_path / "preds.jsonl.partial").exists()
+    assert not (tmp_path / "preds.jsonl.partial").exists() and not (tmp_path / "preds.jsonl.partial.key").exists()
+
+
+def test_a_partial_file_of_other_inputs_is_not_resumed(demo_job, tmp_path):
+    """A job killed before the prompts changed (e.g. a new max_input_tokens) left rows for other prompts."""
+    full = read_jsonl(demo_job / "preds.jsonl")
+    out = tmp_path / "preds.jsonl"
+    (tmp_path / "preds.jsonl.partial").write_text(json.dumps(dict(full[0], ttft_s=-1.0)) + "\n")
+    (tmp_path / "preds.jsonl.partial.key").write_text("the key of a job with other prompts")
+    inference.run(demo_job / "variant.json", demo_job / "prompts.jsonl", out, device="cpu")
+    assert read_jsonl(out)[0]["ttft_s"] > 0  # recomputed
 
 
 def test_out_of_memory_is_recorded_and_the_job_goes_on(demo_job, tmp_path, monkeypatch):

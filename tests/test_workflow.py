@@ -92,6 +92,9 @@ def test_run_writes_predictions_scores_tables_and_plots(finished_run):
     assert len(provenance["config_sha256"]) == 64 and provenance["seed"] == 0
     assert provenance["packages"]["torch"] and provenance["packages"]["snakemake"]
     assert provenance["config"]["datasets"] == TINY["datasets"]
+    from lcopt.provenance import gpus
+
+    assert provenance["gpus"] == gpus() and len(provenance["git_commit"]) == 40  # "none" on a CPU
     assert (r / "logs/inference/demo/baseline/passkey-200.log").read_text().strip()
     assert (r / "benchmarks/inference/demo/baseline/passkey-200.tsv").is_file()
 

@@ -2,7 +2,6 @@
 the paper's DAG, the demo-model training rule and the real SmolLM2 model."""
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,31 +24,8 @@ TINY = {
 
 
 def snakemake(workdir: Path, config: dict, *args: str, timeout: int = 900) -> str:
-    cfg = workdir / "config.yaml"
-    cfg.write_text(yaml.safe_dump(config))
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(cfg),
-            "--cores",
-            "2",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
+    returncode, out = run_snakemake(workdir, config, *args, timeout=timeout)
+    assert returncode == 0, out[-4000:]
     return out
 
 

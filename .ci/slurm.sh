@@ -34,7 +34,7 @@ cleanup() {
   local rc=$?
   set +e
   if ((rc != 0)); then
-    for log in "$STATE"/log/*.log; do echo "--- $log"; tail -n 30 "$log"; done
+    for log in "$STATE"/log/*.log; do [[ -e $log ]] || continue; echo "--- $log"; tail -n 30 "$log"; done
   fi
   for pidfile in slurmd slurmctld slurmdbd mariadb munged; do
     pidfile=$STATE/run/$pidfile.pid
@@ -66,8 +66,9 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 [[ -s /etc/munge/munge.key ]] || timeout 30 mungekey --create --keyfile=/etc/munge/munge.key
 chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key
 runuser -u munge -- /usr/sbin/munged --socket="$MUNGE_SOCKET" --pid-file="$STATE/munge/munged.pid" \
-  --log-file="$STATE/log/munged.log" --seed-file="$STATE/munge/seed"
+  --log-file="$STATE/munge/munged.log" --seed-file="$STATE/munge/seed"
 ln -s "$STATE/munge/munged.pid" "$STATE/run/munged.pid"
+ln -s "$STATE/munge/munged.log" "$STATE/log/munged.log"
 wait_for 10 munge bash -c "munge -S '$MUNGE_SOCKET' -n | unmunge -S '$MUNGE_SOCKET'"
 
 # MariaDB on loopback for slurmdbd.
@@ -75,8 +76,10 @@ chown mysql:mysql "$STATE/mysql"
 timeout 120 mariadb-install-db --user=mysql --datadir="$STATE/mysql" --auth-root-authentication-method=socket \
   >"$STATE/log/mariadb-install.log" 2>&1
 runuser -u mysql -- mariadbd --datadir="$STATE/mysql" --socket="$STATE/mysql/mysql.sock" \
-  --bind-address=127.0.0.1 --port=$DB_PORT --pid-file="$STATE/run/mariadb.pid" \
-  --log-error="$STATE/log/mariadb.log" --skip-log-bin &
+  --bind-address=127.0.0.1 --port=$DB_PORT --pid-file="$STATE/mysql/mariadb.pid" \
+  --log-error="$STATE/mysql/mariadb.log" --skip-log-bin &
+ln -s "$STATE/mysql/mariadb.pid" "$STATE/run/mariadb.pid"
+ln -s "$STATE/mysql/mariadb.log" "$STATE/log/mariadb.log"
 wait_for 60 MariaDB mariadb --socket="$STATE/mysql/mysql.sock" -e "select 1"
 mariadb --socket="$STATE/mysql/mysql.sock" <<SQL
 CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY 'lcopt-ci';
@@ -101,7 +104,7 @@ EOF
 chmod 600 /etc/slurm/slurmdbd.conf
 
 # One node; it advertises 256 GB and 4 GPUs (SlurmdParameters=config_overrides, a gres without
-# device files) so that the profile's paper-sized requests are scheduled unchanged. Nothing enforces
+# real devices) so that the profile's paper-sized requests are scheduled unchanged. Nothing enforces
 # memory here (task/none, proctrack/linuxproc: no cgroups in a container).
 cat >/etc/slurm/slurm.conf <<EOF
 ClusterName=lcopt-ci
@@ -139,7 +142,10 @@ MinJobAge=600
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=256000 Gres=gpu:4 State=UNKNOWN
 PartitionName=ci Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
-echo "NodeName=$NODE Name=gpu Count=4" >/etc/slurm/gres.conf
+# slurmd drops a GPU gres without device files: four stand-ins (character devices like /dev/null).
+mkdir "$STATE/dev"
+for i in 0 1 2 3; do mknod "$STATE/dev/fakegpu$i" c 1 3; done
+echo "NodeName=$NODE Name=gpu File=$STATE/dev/fakegpu[0-3]" >/etc/slurm/gres.conf
 
 slurmdbd
 wait_for 60 slurmdbd timeout 10 sacctmgr -n list cluster

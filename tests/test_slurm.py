@@ -32,6 +32,7 @@ CONFIG = {
     "stacks": ["baseline", "kivi4"],
 }
 KILLED = "results/predictions/demo/baseline/passkey-2k.jsonl"
+WILDCARDS = "demo_baseline_passkey-2k"  # how the plugin names the job in its SLURM comment
 ENV = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
@@ -48,7 +49,11 @@ def snakemake(workdir: Path, *args: str) -> subprocess.Popen:
 
 
 def finish(proc: subprocess.Popen, timeout: int = 900) -> tuple[int, str]:
-    out, _ = proc.communicate(timeout=timeout)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:  # a failed test leaves no snakemake behind (slurm.sh cancels its jobs)
+            proc.kill()
     return proc.returncode, out
 
 
@@ -87,10 +92,12 @@ def test_workflow_on_slurm_survives_a_cancelled_inference_job(tmp_path):
     partial = run / f"{KILLED}.partial"
     deadline = time.monotonic() + 600
     while lines(partial) < 2:  # the job is mid-run: some samples written, not all
-        assert first.poll() is None and time.monotonic() < deadline, finish(first, 60)[1][-4000:]
+        if first.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(finish(first, 1)[1][-4000:])
         time.sleep(0.1)
-    [job] = [j for j in slurm_jobs("rule_inference_wildcards_demo_baseline_passkey-2k") if j["State"] == "RUNNING"]
-    subprocess.run(["scancel", job["JobID"]], check=True, timeout=30)
+    queue = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i|%k"], capture_output=True, text=True, timeout=30)
+    [job_id] = [j for j, c in (x.split("|") for x in queue.stdout.split()) if c == f"rule_inference_wildcards_{WILDCARDS}"]
+    subprocess.run(["scancel", job_id], check=True, timeout=30)
     rc, out = finish(first)
     assert rc != 0, out[-4000:]
     done_before = lines(partial)
@@ -106,9 +113,9 @@ def test_workflow_on_slurm_survives_a_cancelled_inference_job(tmp_path):
     assert "Nothing to be done" in finish(snakemake(run, "--profile", str(PROFILE)))[1]
 
     # The accounting database saw every job: the cancelled one, and everything else completed.
-    inference = slurm_jobs("rule_inference_wildcards_demo_baseline_passkey-2k")
+    inference = slurm_jobs(f"rule_inference_wildcards_{WILDCARDS}")
     assert [j["State"].split()[0] for j in inference] == ["CANCELLED", "COMPLETED"]
-    assert inference[0]["JobID"] == job["JobID"]
+    assert inference[0]["JobID"] == job_id
     assert inference[1]["ReqMem"] == "64000M" and inference[1]["Timelimit"] == "1-00:00:00"  # the profile's
     for rule in ["dataset", "prompts", "score", "aggregate", "plots"]:
         jobs = slurm_jobs(f"rule_{rule}")

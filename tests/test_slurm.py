@@ -96,7 +96,8 @@ def test_workflow_on_slurm_survives_a_cancelled_inference_job(tmp_path):
             pytest.fail(finish(first, 1)[1][-4000:])
         time.sleep(0.1)
     queue = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i|%k"], capture_output=True, text=True, timeout=30)
-    [job_id] = [j for j, c in (x.split("|") for x in queue.stdout.split()) if c == f"rule_inference_wildcards_{WILDCARDS}"]
+    running = dict(line.split("|") for line in queue.stdout.split())
+    [job_id] = [j for j, comment in running.items() if comment == f"rule_inference_wildcards_{WILDCARDS}"]
     subprocess.run(["scancel", job_id], check=True, timeout=30)
     rc, out = finish(first)
     assert rc != 0, out[-4000:]

@@ -79,9 +79,8 @@ def lines(path: Path) -> int:
 def slurm_jobs(comment_part: str) -> list[dict]:
     """This run's jobs from the accounting database (sacct), one dict per job allocation."""
     fields = ["JobID", "State", "ExitCode", "Comment", "ReqMem", "Timelimit", "AllocTRES"]
-    out = subprocess.run(
-        ["sacct", "-a", "-X", "-n", "-P", "--units=M", "-o", ",".join(fields)], capture_output=True, text=True, timeout=60
-    )
+    sacct = ["sacct", "-a", "-X", "-n", "-P", "--units=M", "-o", ",".join(fields)]
+    out = subprocess.run(sacct, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     rows = [dict(zip(fields, line.split("|"), strict=True)) for line in out.stdout.splitlines()]
     return [r for r in rows if comment_part in r["Comment"]]
@@ -130,7 +129,8 @@ def test_workflow_on_slurm_survives_a_killed_inference_job(tmp_path):
     inference = slurm_jobs(f"rule_inference_wildcards_{WILDCARDS}")
     assert [j["State"] for j in inference] == ["FAILED", "COMPLETED"]
     assert inference[0]["JobID"] == job_id
-    assert float(inference[1]["ReqMem"].rstrip("M")) == 64000 and inference[1]["Timelimit"] == "1-00:00:00"  # the profile's
+    # the profile's memory and time limit
+    assert float(inference[1]["ReqMem"].rstrip("M")) == 64000 and inference[1]["Timelimit"] == "1-00:00:00"
     for rule in ["dataset", "prompts", "score", "aggregate", "plots"]:
         jobs = slurm_jobs(f"rule_{rule}")
         assert jobs and all(j["State"] == "COMPLETED" and j["ExitCode"] == "0:0" for j in jobs), jobs

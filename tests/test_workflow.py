@@ -169,6 +169,40 @@ def test_local_profile_is_read(tmp_path):
     assert f"Using profile {REPO / 'profiles/local'}" in out.stdout + out.stderr
 
 
+def test_slurm_profile_sizes_the_paper_matrix(tmp_path):
+    """profiles/slurm gives each rule its memory and runtime, and GPU jobs their model's GPUs (a dry run)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--profile",
+            str(REPO / "profiles/slurm"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(REPO / "config/paper.yaml"),
+            "-n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-2000:]
+    job = r"^rule (\w+):\n(?:    .*\n)*?    wildcards: (.*)\n(?:    .*\n)*?    resources: (.*)$"
+    jobs = re.findall(job, text, re.M)
+    inference = {w: dict(kv.split("=", 1) for kv in r.split(", ")) for rule, w, r in jobs if rule == "inference"}
+    assert len(inference) == 72
+    for wildcards, res in inference.items():
+        assert res["mem_mb"] == "64000" and res["runtime"] == "1440"
+        assert res["gpu"] == ("4" if "model=llama-3.1-70b-instruct" in wildcards else "1")
+    scores = [dict(kv.split("=", 1) for kv in r.split(", ")) for rule, _, r in jobs if rule == "score"]
+    assert scores and all(r["mem_mb"] == "8000" and r["runtime"] == "60" and "gpu" not in r for r in scores)
+
+
 def test_lint_is_clean():
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--lint", "-s", str(REPO / "Snakefile")],

@@ -35,6 +35,9 @@ CONFIG = {
 KILLED = "results/predictions/demo/baseline/passkey-2k.jsonl"
 WILDCARDS = "demo_baseline_passkey-2k"  # how the plugin names the job in its SLURM comment
 ENV = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+# The plugin's defaults (40 s before the first status check, 10 s between checks) suit a busy cluster;
+# on this one-node test cluster they would be most of the test's time.
+FAST_POLLING = ("--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "2")
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.Popen:
@@ -95,7 +98,7 @@ def predictions(run: Path, stack: str) -> list[dict]:
 
 def test_workflow_on_slurm_survives_a_killed_inference_job(tmp_path):
     run = workdir(tmp_path, "slurm", CONFIG)
-    first = snakemake(run, "--profile", str(PROFILE))
+    first = snakemake(run, "--profile", str(PROFILE), *FAST_POLLING)
     partial = run / f"{KILLED}.partial"
     deadline = time.monotonic() + 600
     while lines(partial) < 2:  # the job is mid-run: some samples written, not all
@@ -117,13 +120,13 @@ def test_workflow_on_slurm_survives_a_killed_inference_job(tmp_path):
     assert 2 <= done_before < SAMPLES and not (run / KILLED).exists()
     assert "Error in rule inference" in out
 
-    rc, out = finish(snakemake(run, "--profile", str(PROFILE)))
+    rc, out = finish(snakemake(run, "--profile", str(PROFILE), *FAST_POLLING))
     assert rc == 0, out[-4000:]
     log = (run / "results/logs/inference/demo/baseline/passkey-2k.log").read_text()
     assert f"{done_before} of {SAMPLES} samples already done" in log
     assert not partial.exists() and lines(run / KILLED) == SAMPLES
     assert (run / "results/tables/summary.md").is_file() and (run / "results/plots/scores.png").is_file()
-    assert "Nothing to be done" in finish(snakemake(run, "--profile", str(PROFILE)))[1]
+    assert "Nothing to be done" in finish(snakemake(run, "--profile", str(PROFILE), *FAST_POLLING))[1]
 
     # The accounting database saw every job: the killed one, and everything else completed.
     inference = slurm_jobs(f"rule_inference_wildcards_{WILDCARDS}")
@@ -169,7 +172,7 @@ def test_a_rule_declaring_gpus_gets_them_from_slurm(tmp_path):
     """rules declare `gpu: N`; through the profile SLURM allocates N GPUs (a gres without devices here)."""
     (tmp_path / "Snakefile").write_text(GPU_SNAKEFILE)
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--profile", str(PROFILE)],
+        [sys.executable, "-m", "snakemake", "--profile", str(PROFILE), *FAST_POLLING],
         cwd=tmp_path,
         capture_output=True,
         text=True,

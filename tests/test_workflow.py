@@ -203,13 +203,19 @@ def test_lint_is_clean():
 
 def test_paper_config_builds_the_full_dag_offline(tmp_path):
     config = yaml.safe_load((REPO / "config/paper.yaml").read_text())
-    counts = job_counts(snakemake(tmp_path, config, "-n"))
+    dag = snakemake(tmp_path, config, "-n")
+    counts = job_counts(dag)
     from lcopt.config import load
 
     n_models, n_datasets, n_stacks = 3, 6, len(load([REPO / "config/paper.yaml"])["stacks"])
-    assert n_stacks == 4  # baseline, lingua2, kivi4, lingua2+kivi4
+    assert n_stacks == 1 + 4 + 6  # baseline, the 4 techniques alone, their 6 pairs
     assert counts["dataset"] == counts["compress_contexts"] == n_datasets  # model-independent: once
     assert counts["model_variant"] == n_models
+    # model-side variants, each made once per model: prune, gptq4 and prune+gptq4 (GPTQ of the pruned model)
+    assert counts["model_technique"] == n_models * 3
+    for variant in ("prune", "gptq4", "prune+gptq4"):
+        for model in config["models"]:
+            assert f"results/models/{model}/{variant}/variant.json" in dag, (model, variant)
     assert counts["prompts"] == n_models * n_datasets * 2  # full and lingua2 prompts per tokenizer
     assert counts["inference"] == counts["score"] == n_models * n_datasets * n_stacks
 

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 
 def _cpu_workers() -> None:
-    # GPTQModel sizes its CPU worker pool on its own; on a 2-core machine its quantize only runs with
-    # the pool set to the cores this process may use.
+    # GPTQModel sizes its CPU worker pool on its own; size it to the cores this process may use
+    # (snakemake's share on a small machine), unless the user set it.
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(len(os.sched_getaffinity(0))))
 
 

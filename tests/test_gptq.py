@@ -122,3 +122,38 @@ def test_same_tokenizer_tells_different_vocabularies_apart(tmp_path):
     demo = models.resolve_source(DEMO_MODEL)
     assert models.same_tokenizer(demo, demo)
     assert not models.same_tokenizer(demo, str(tmp_path))
+
+
+def test_a_group_size_that_does_not_divide_a_layer_is_refused_before_quantizing(variants, tmp_path):
+    from lcopt.prune import PruneTarget, prune, random_scores
+
+    model, tokenizer, _ = load_variant(variants / "baseline.json", "cpu", "float32")
+    prune(model, random_scores(model), PruneTarget(hidden=0.75, intermediate=0.5))  # hidden 192
+    model.save_pretrained(tmp_path / "pruned")
+    tokenizer.save_pretrained(tmp_path / "pruned")
+    write_variant("demo", "prune", str(tmp_path / "pruned"), tmp_path / "prune.json")
+    with pytest.raises(ValueError, match=r"group_size 128 does not divide the input size of .*q_proj \(192\)"):
+        write_technique_variant(
+            "demo", "prune+gptq4", "gptq4", tmp_path / "prune.json", tmp_path / "w", tmp_path / "v.json", OPTIONS, []
+        )
+    assert not (tmp_path / "w").exists() and not (tmp_path / "v.json").exists()
+
+
+def test_pruning_to_a_multiple_of_the_group_size_gives_a_runnable_4bit_model(variants, tmp_path):
+    from lcopt.prune import PruneTarget, prune, random_scores
+
+    model, tokenizer, _ = load_variant(variants / "baseline.json", "cpu", "float32")
+    target = PruneTarget(hidden=0.75, intermediate=0.643, multiple_of=64)
+    prune(model, random_scores(model), target)
+    assert (model.config.hidden_size, model.config.intermediate_size) == (192, 320)
+    model.save_pretrained(tmp_path / "pruned")
+    tokenizer.save_pretrained(tmp_path / "pruned")
+    write_variant("demo", "prune", str(tmp_path / "pruned"), tmp_path / "prune.json")
+    options = OPTIONS | {"group_size": 64}
+    write_technique_variant(
+        "demo", "prune+rtn4", "rtn4", tmp_path / "prune.json", tmp_path / "w", tmp_path / "v.json", options, []
+    )
+    quantized, _, _ = load_variant(tmp_path / "v.json", "cpu")
+    with torch.no_grad():
+        logits = quantized(input_ids=torch.arange(5, 200)[None]).logits  # the CPU int4 kernel accepts every layer
+    assert logits.shape[:2] == (1, 195) and torch.isfinite(logits).all()

@@ -52,6 +52,24 @@ def quantize_config(method: str, bits: int, options: dict):
     )
 
 
+def check_group_size(model, group_size: int) -> None:
+    """Every layer to quantize must have an input size that is a multiple of the group size: the CPU
+    int4 kernel (and Marlin) refuse others at the first forward pass, long after quantizing."""
+    import torch
+
+    bad = [
+        f"{name} ({m.in_features})"
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and not name.endswith("lm_head") and m.in_features % group_size
+    ]
+    if bad:
+        raise ValueError(
+            f"gptq.group_size {group_size} does not divide the input size of {', '.join(bad[:4])}"
+            f"{' ...' if len(bad) > 4 else ''}; choose a group size that does "
+            "(or prune.multiple_of, for a pruned model)"
+        )
+
+
 def calibration_examples(tokenizer, texts: list[str], max_tokens: int) -> list[dict]:
     """The calibration texts as GPTQModel takes them: one example per text, cut to `max_tokens`."""
     from lcopt.prune import calibration_batches
@@ -75,6 +93,7 @@ def quantize(source: str, out_dir: Path, method: str, bits: int, options: dict, 
     examples = calibration_examples(tokenizer, calibration, options["calibration_tokens"]) if method == "gptq" else None
     start = time.perf_counter()
     model = GPTQModel.load(source, qconfig, device=device)
+    check_group_size(model.model, options["group_size"])
     model.quantize(examples, batch_size=1)
     seconds = time.perf_counter() - start
     model.save(str(out_dir))

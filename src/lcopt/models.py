@@ -95,7 +95,7 @@ def apply_prune(parent_json: Path, out_dir: Path, options: dict, calibration: li
     from lcopt.prune import PruneTarget, calibration_batches, importance, prune
 
     model, tokenizer, _ = load_variant(parent_json, "cpu", "float32")
-    target = PruneTarget(options["hidden"], options["intermediate"], options["heads"])
+    target = PruneTarget(options["hidden"], options["intermediate"], options["heads"], options.get("multiple_of", 1))
     scores = importance(model, calibration_batches(tokenizer, calibration, options["calibration_tokens"], "cpu"))
     before = sum(p.numel() for p in model.parameters())
     prune(model, scores, target)

@@ -30,6 +30,14 @@ def _cpu_workers() -> None:
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(len(os.sched_getaffinity(0))))
 
 
+def _log_dir(path: Path) -> None:
+    """GPTQModel 7.6.0 writes its per-layer logs to ./logs of the working directory (the repository,
+    in a workflow run); keep them with the weights they describe instead."""
+    from gptqmodel.looper import loop_processor
+
+    loop_processor._PROJECT_LOG_DIR = path
+
+
 def _dir_bytes(path: str | Path) -> int | None:
     path = Path(path)
     return sum(f.stat().st_size for f in path.glob("*.safetensors")) if path.is_dir() else None
@@ -91,6 +99,7 @@ def quantize(source: str, out_dir: Path, method: str, bits: int, options: dict, 
     qconfig = quantize_config(method, bits, options)
     tokenizer = AutoTokenizer.from_pretrained(source)
     examples = calibration_examples(tokenizer, calibration, options["calibration_tokens"]) if method == "gptq" else None
+    _log_dir(out_dir / "quantize_logs")
     start = time.perf_counter()
     model = GPTQModel.load(source, qconfig, device=device)
     check_group_size(model.model, options["group_size"])

@@ -163,6 +163,12 @@ def test_model_side_techniques_compose_and_are_made_once(finished_run):
     counts = job_counts(snakemake(finished_run, config, "-n"))
     assert counts["model_technique"] == 1  # the pruned model, shared by prune and prune+kivi4
     assert counts["inference"] == 3 * 2 and "model_variant" not in counts and "prompts" not in counts
+    # GPTQ of the pruned model is made from the pruned variant, which is made once for both stacks
+    config = TINY | {"stacks": ["prune+gptq4+kivi4", "prune+gptq4", "gptq4", "rtn4"]}
+    dry = snakemake(finished_run, config, "-n")
+    assert job_counts(dry)["model_technique"] == 4  # prune, prune+gptq4, gptq4, rtn4
+    made_from_prune = "input: results/models/demo/prune/variant.json\n    output: results/models/demo/prune+gptq4/"
+    assert made_from_prune in dry
 
 
 def test_local_profile_is_read(tmp_path):

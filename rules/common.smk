@@ -6,7 +6,9 @@ import lcopt.config
 from lcopt.stacks import options_key, parse_stack
 
 # Clear messages first (file, key, allowed values), then snakemake's own schema check and defaults.
-lcopt.config.validate(config, ", ".join(map(str, workflow.configfiles)) or "config")
+CONFIG_SOURCE = ", ".join(map(str, workflow.configfiles)) or "config"
+lcopt.config.validate(config, CONFIG_SOURCE)
+lcopt.config.check_sources(config, CONFIG_SOURCE)
 
 
 validate(config, str(lcopt.config.SCHEMA_PATH))

@@ -6,6 +6,22 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def run_snakemake(workdir: Path, config: dict, *args: str, timeout: int = 900) -> tuple[int, str]:
+    """Snakemake on this repository's Snakefile in `workdir`, offline, with `config`: (return code, output)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg = workdir / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    command += ["--configfile", str(cfg), "--cores", "2", *args]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
 def shared_assets_dir() -> Path:
     """../shared/assets beside the checkout, or wherever LCOPT_SHARED_ASSETS points."""
     return Path(os.environ.get("LCOPT_SHARED_ASSETS", REPO.parent / "shared" / "assets"))

@@ -117,7 +117,7 @@ def fake_hub(monkeypatch):
 
 def test_hub_path_extracts_the_member_from_data_zip(longbench_dir, tmp_path, fake_hub):
     src = longbench_dir / "multi_news.jsonl"
-    other = _write_jsonl(tmp_path / "other.jsonl", [{"input": "q", "context": "c", "answers": ["a"]}])
+    other = _write_jsonl(tmp_path / "other.jsonl", [{"_id": "r0", "input": "q", "context": "c", "answers": ["a"]}])
     fake_hub.archive = _zip(
         tmp_path / "data.zip", {"data/qasper.jsonl": other, "data/multi_news.jsonl": src, "README": "x"}
     )
@@ -138,7 +138,7 @@ def test_hub_path_extracts_the_member_from_data_zip(longbench_dir, tmp_path, fak
 
 
 def test_hub_zip_without_the_member(tmp_path, fake_hub):
-    other = _write_jsonl(tmp_path / "other.jsonl", [{"input": "q", "context": "c", "answers": ["a"]}])
+    other = _write_jsonl(tmp_path / "other.jsonl", [{"_id": "r0", "input": "q", "context": "c", "answers": ["a"]}])
     fake_hub.archive = _zip(tmp_path / "data.zip", {"data/qasper.jsonl": other})
     with pytest.raises(DataError, match=r"no member data/multi_news\.jsonl") as err:
         load_longbench("multi_news", "hub", None, cache_dir=tmp_path / "cache")
@@ -157,16 +157,54 @@ def test_missing_local_file_names_the_path(tmp_path):
     assert "not found" in str(err.value)
 
 
-def test_malformed_jsonl_names_the_file(tmp_path):
+GOOD_ROW = {"_id": "r0", "input": "q", "context": "c", "answers": ["a"]}
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "why"),
+    [
+        (json.dumps(GOOD_ROW) + "\n\nthis is not json {\n", 3, "Expecting value"),
+        (json.dumps(GOOD_ROW) + "\n" + json.dumps(GOOD_ROW | {"_id": "r1"})[:30], 2, "Unterminated string"),
+    ],
+    ids=["bad-line", "truncated"],
+)
+def test_malformed_jsonl_names_the_file_and_line(tmp_path, text, line, why):
     path = tmp_path / "multi_news.jsonl"
-    path.write_text('{"input": "q", "context": "c", "answers": ["a"]}\nthis is not json {\n', encoding="utf-8")
-    with pytest.raises(DataError, match="not readable as JSON lines") as err:
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=f"line {line} is not valid JSON \\({why}") as err:
         load_longbench("multi_news", "local", tmp_path, cache_dir=tmp_path / "cache")
-    assert str(path) in str(err.value)
+    assert str(err.value).startswith(f"{path}: ")
+
+
+def test_an_empty_file_has_no_rows(tmp_path):
+    (tmp_path / "qasper.jsonl").write_text("\n")
+    with pytest.raises(DataError, match=r"qasper\.jsonl: no rows"):
+        load_longbench("qasper", "local", tmp_path, cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"context": None}, "row 1 ('r1'): field 'context' has no value, expected a string"),
+        ({"input": 3}, "row 1 ('r1'): field 'input' has type int, expected a string"),
+        ({"_id": None}, "row 1: field '_id' has no value, expected a string"),
+        ({"answers": []}, "row 1 ('r1'): answers must be a non-empty list of strings, got []"),
+        ({"_id": "r0"}, "duplicate _id ['r0']"),
+    ],
+)
+def test_a_bad_row_is_named(tmp_path, bad, message):
+    """One bad row among good ones: the error names the file, the row and the field, before any job uses it."""
+    rows = [GOOD_ROW, GOOD_ROW | {"_id": "r1"} | bad, GOOD_ROW | {"_id": "r2"}]
+    path = _write_jsonl(tmp_path / "qasper.jsonl", rows)
+    with pytest.raises(DataError) as err:
+        load_longbench("qasper", "local", tmp_path, cache_dir=tmp_path / "cache")
+    assert str(err.value).startswith(str(path)) and message in str(err.value)
 
 
 def test_rows_without_context_list_the_missing_field(tmp_path):
-    path = _write_jsonl(tmp_path / "hotpotqa.jsonl", [{"input": f"q{i}", "answers": ["a"]} for i in range(3)])
+    path = _write_jsonl(
+        tmp_path / "hotpotqa.jsonl", [{"_id": f"r{i}", "input": f"q{i}", "answers": ["a"]} for i in range(3)]
+    )
     with pytest.raises(DataError, match=r"lack field\(s\) \['context'\]") as err:
         load_longbench("hotpotqa", "local", tmp_path, cache_dir=tmp_path / "cache")
     assert str(path) in str(err.value)
@@ -174,7 +212,8 @@ def test_rows_without_context_list_the_missing_field(tmp_path):
 
 def test_answers_must_be_a_list(tmp_path):
     path = _write_jsonl(
-        tmp_path / "hotpotqa.jsonl", [{"input": f"q{i}", "context": "c", "answers": "a"} for i in range(3)]
+        tmp_path / "hotpotqa.jsonl",
+        [{"_id": f"r{i}", "input": f"q{i}", "context": "c", "answers": "a"} for i in range(3)],
     )
     with pytest.raises(DataError, match="answers of type str, expected a list") as err:
         load_longbench("hotpotqa", "local", tmp_path, cache_dir=tmp_path / "cache")
@@ -197,9 +236,9 @@ def test_data_error_is_a_value_error():
 
 
 def test_a_file_without_an_official_sha256_is_not_official(tmp_path):
-    _write_jsonl(tmp_path / "my_task.jsonl", [{"input": "q", "context": "c", "answers": ["a", "b"]}])
+    _write_jsonl(tmp_path / "my_task.jsonl", [{"_id": "r0", "input": "q", "context": "c", "answers": ["a", "b"]}])
     rows, prov = load_longbench("my_task", "local", tmp_path, cache_dir=tmp_path / "cache")
-    assert rows == [{"input": "q", "context": "c", "answers": ["a", "b"]}]
+    assert rows == [{"_id": "r0", "input": "q", "context": "c", "answers": ["a", "b"]}]
     assert prov["official_sha256_match"] is False
 
 
@@ -244,7 +283,10 @@ def test_longbench_dataset_overwrites_a_foreign_dataset_label(tmp_path):
     local = tmp_path / "lb"
     _write_jsonl(
         local / "hotpotqa.jsonl",
-        [{"input": f"q{i}", "context": "c", "answers": ["a"], "dataset": "something_else"} for i in range(5)],
+        [
+            {"_id": f"r{i}", "input": f"q{i}", "context": "c", "answers": ["a"], "dataset": "something_else"}
+            for i in range(5)
+        ],
     )
     rows, _ = build_dataset(
         {"longbench": "hotpotqa", "samples": 3}, {"source": "local", "local_dir": str(local)}, tmp_path / "cache"
@@ -263,6 +305,6 @@ def test_longbench_dataset_from_the_hub(longbench_dir, tmp_path, fake_hub):
 
 def test_local_load_writes_nothing_into_local_dir(tmp_path):
     local = tmp_path / "lb"
-    _write_jsonl(local / "hotpotqa.jsonl", [{"input": "q", "context": "c", "answers": ["a"]}])
+    _write_jsonl(local / "hotpotqa.jsonl", [{"_id": "r0", "input": "q", "context": "c", "answers": ["a"]}])
     load_longbench("hotpotqa", "local", local, cache_dir=tmp_path / "cache")
     assert sorted(p.name for p in local.iterdir()) == ["hotpotqa.jsonl"]

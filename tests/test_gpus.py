@@ -55,3 +55,14 @@ def test_restores_the_environment_and_rejects_impossible_requests(tmp_path, monk
         pass
     with claim(0, tmp_path) as chosen:
         assert chosen == [] and os.environ["CUDA_VISIBLE_DEVICES"] == "2,5"
+
+
+def test_a_slurm_job_uses_its_allocated_devices_without_locks(tmp_path, monkeypatch):
+    """Two SLURM jobs on one node may both see their own GPU as device 0: neither may wait for the other."""
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with claim(1, tmp_path, timeout_s=1) as first, claim(1, tmp_path, timeout_s=1) as second:
+        assert first == second == ["0"]
+    assert not list(tmp_path.iterdir())  # no lock files
+    with pytest.raises(RuntimeError, match="needs 2 GPU"), claim(2, tmp_path):
+        pass

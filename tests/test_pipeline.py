@@ -46,11 +46,23 @@ def test_resume_keeps_finished_samples_and_matches_an_uninterrupted_run(demo_job
     # a job killed after two samples left this behind:
     done = [dict(full[0], ttft_s=-1.0), dict(full[1], ttft_s=-2.0)]
     (tmp_path / "preds.jsonl.partial").write_text("".join(json.dumps(r) + "\n" for r in done))
+    key = inference.job_key(demo_job / "variant.json", demo_job / "prompts.jsonl", "none", "cpu", "auto", None, None)
+    (tmp_path / "preds.jsonl.partial.key").write_text(key)
     inference.run(demo_job / "variant.json", demo_job / "prompts.jsonl", out, device="cpu")
     resumed = read_jsonl(out)
     assert [r["ttft_s"] for r in resumed[:2]] == [-1.0, -2.0]  # not recomputed
     assert [r["prediction"] for r in resumed] == [r["prediction"] for r in full]
-    assert not (tmp_path / "preds.jsonl.partial").exists()
+    assert not (tmp_path / "preds.jsonl.partial").exists() and not (tmp_path / "preds.jsonl.partial.key").exists()
+
+
+def test_a_partial_file_of_other_inputs_is_not_resumed(demo_job, tmp_path):
+    """A job killed before the prompts changed (e.g. a new max_input_tokens) left rows for other prompts."""
+    full = read_jsonl(demo_job / "preds.jsonl")
+    out = tmp_path / "preds.jsonl"
+    (tmp_path / "preds.jsonl.partial").write_text(json.dumps(dict(full[0], ttft_s=-1.0)) + "\n")
+    (tmp_path / "preds.jsonl.partial.key").write_text("the key of a job with other prompts")
+    inference.run(demo_job / "variant.json", demo_job / "prompts.jsonl", out, device="cpu")
+    assert read_jsonl(out)[0]["ttft_s"] > 0  # recomputed
 
 
 def test_out_of_memory_is_recorded_and_the_job_goes_on(demo_job, tmp_path, monkeypatch):
@@ -77,14 +89,65 @@ def test_out_of_memory_is_recorded_and_the_job_goes_on(demo_job, tmp_path, monke
     assert scored[1]["status"] == "oom" and "score" not in scored[1]
 
 
+def test_a_real_cpu_allocation_failure_is_recorded_as_oom(demo_job, tmp_path, monkeypatch):
+    """The CPU allocator's own error (a RuntimeError, not torch.OutOfMemoryError) counts as out of memory."""
+    real = inference.generate_one
+    victim = read_jsonl(demo_job / "prompts.jsonl")[2]["_id"]
+
+    def greedy(model, tokenizer, prompt, *args):
+        if prompt["_id"] == victim:
+            torch.empty(1 << 60, dtype=torch.uint8)  # 1 EiB: fails in the allocator
+        return real(model, tokenizer, prompt, *args)
+
+    monkeypatch.setattr(inference, "generate_one", greedy)
+    out = tmp_path / "preds.jsonl"
+    inference.run(demo_job / "variant.json", demo_job / "prompts.jsonl", out, device="cpu")
+    preds = read_jsonl(out)
+    assert [p["status"] for p in preds] == ["ok", "ok", "oom", "ok"]
+    assert "can't allocate memory" in preds[2]["error"] and preds[2]["prediction"] == ""
+
+
+def test_an_error_that_is_not_per_sample_stops_the_job(demo_job, tmp_path, monkeypatch):
+    """Any other error fails the job, naming the sample, and keeps the finished samples for a rerun."""
+    real = inference.generate_one
+    victim = read_jsonl(demo_job / "prompts.jsonl")[1]["_id"]
+
+    def broken(model, tokenizer, prompt, *args):
+        if prompt["_id"] == victim:
+            raise RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED")
+        return real(model, tokenizer, prompt, *args)
+
+    monkeypatch.setattr(inference, "generate_one", broken)
+    out = tmp_path / "preds.jsonl"
+    with pytest.raises(inference.InferenceError) as err:
+        inference.run(demo_job / "variant.json", demo_job / "prompts.jsonl", out, device="cpu")
+    message = str(err.value)
+    assert message.startswith(f"{out}: sample {victim!r} failed with RuntimeError: CUBLAS_STATUS_EXECUTION_FAILED")
+    assert "Only running out of memory is recorded per sample" in message
+    assert not out.exists()
+    assert [r["status"] for r in read_jsonl(f"{out}.partial")] == ["ok"]
+    assert inference.is_out_of_memory(torch.OutOfMemoryError("x")) and not inference.is_out_of_memory(err.value)
+
+
 def test_model_sources_fail_clearly(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ModelError, match=r"no config\.json"):
+    with pytest.raises(ModelError, match=r"no config\.json; not a Hugging Face model directory"):
+        resolve_source(str(empty))
+    (empty / "config.json").write_text("not json")
+    with pytest.raises(ModelError, match=r"config\.json: not a JSON object"):
         resolve_source(str(empty))
     (empty / "config.json").write_text("{}")
-    with pytest.raises(ModelError, match="no weights"):
+    with pytest.raises(ModelError, match=r"config\.json: no 'model_type'; not a transformers model config"):
         resolve_source(str(empty))
+    (empty / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(ModelError, match=r"config\.json but no weights \(\*\.safetensors"):
+        resolve_source(str(empty))
+    (empty / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelError, match=r"no tokenizer \(tokenizer\.json"):
+        resolve_source(str(empty))
+    (empty / "tokenizer.json").write_text("{}")
+    assert resolve_source(str(empty)) == str(empty.resolve())
     with pytest.raises(ModelError, match="no such directory"):
         resolve_source("./missing/model")
     assert resolve_source("meta-llama/Llama-3.1-8B-Instruct") == "meta-llama/Llama-3.1-8B-Instruct"

@@ -2,7 +2,6 @@
 the paper's DAG, the demo-model training rule and the real SmolLM2 model."""
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,31 +24,8 @@ TINY = {
 
 
 def snakemake(workdir: Path, config: dict, *args: str, timeout: int = 900) -> str:
-    cfg = workdir / "config.yaml"
-    cfg.write_text(yaml.safe_dump(config))
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(cfg),
-            "--cores",
-            "2",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
+    returncode, out = run_snakemake(workdir, config, *args, timeout=timeout)
+    assert returncode == 0, out[-4000:]
     return out
 
 
@@ -92,6 +69,9 @@ def test_run_writes_predictions_scores_tables_and_plots(finished_run):
     assert len(provenance["config_sha256"]) == 64 and provenance["seed"] == 0
     assert provenance["packages"]["torch"] and provenance["packages"]["snakemake"]
     assert provenance["config"]["datasets"] == TINY["datasets"]
+    from lcopt.provenance import gpus
+
+    assert provenance["gpus"] == gpus() and len(provenance["git_commit"]) == 40  # "none" on a CPU
     assert (r / "logs/inference/demo/baseline/passkey-200.log").read_text().strip()
     assert (r / "benchmarks/inference/demo/baseline/passkey-200.tsv").is_file()
 
@@ -193,6 +173,40 @@ def test_local_profile_is_read(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"Using profile {REPO / 'profiles/local'}" in out.stdout + out.stderr
+
+
+def test_slurm_profile_sizes_the_paper_matrix(tmp_path):
+    """profiles/slurm gives each rule its memory and runtime, and GPU jobs their model's GPUs (a dry run)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--profile",
+            str(REPO / "profiles/slurm"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(REPO / "config/paper.yaml"),
+            "-n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-2000:]
+    job = r"^rule (\w+):\n(?:    .*\n)*?    wildcards: (.*)\n(?:    .*\n)*?    resources: (.*)$"
+    jobs = re.findall(job, text, re.M)
+    inference = {w: dict(kv.split("=", 1) for kv in r.split(", ")) for rule, w, r in jobs if rule == "inference"}
+    assert len(inference) == 72
+    for wildcards, res in inference.items():
+        assert res["mem_mb"] == "64000" and res["runtime"] == "1440"
+        assert res["gpu"] == ("4" if "model=llama-3.1-70b-instruct" in wildcards else "1")
+    scores = [dict(kv.split("=", 1) for kv in r.split(", ")) for rule, _, r in jobs if rule == "score"]
+    assert scores and all(r["mem_mb"] == "8000" and r["runtime"] == "60" and "gpu" not in r for r in scores)
 
 
 def test_lint_is_clean():

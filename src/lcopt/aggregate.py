@@ -25,6 +25,9 @@ def long_table(summary_paths: list[Path]) -> pl.DataFrame:
             "longbench_metric": s["metric"],
             "n": s["n"],
             "n_failed": s["n_failed"],
+            "failures": ",".join(s["failures"]),
+            "n_empty_predictions": s["n_empty_predictions"],
+            "n_truncated": s["n_truncated"],
             "max_input_tokens": s.get("max_input_tokens"),
             "chat_template": s.get("chat_template"),
         }
@@ -61,6 +64,9 @@ def long_table(summary_paths: list[Path]) -> pl.DataFrame:
         "longbench_metric": pl.Utf8,
         "n": pl.Int64,
         "n_failed": pl.Int64,
+        "failures": pl.Utf8,
+        "n_empty_predictions": pl.Int64,
+        "n_truncated": pl.Int64,
         "max_input_tokens": pl.Int64,
         "chat_template": pl.Boolean,
         "kind": pl.Utf8,
@@ -144,14 +150,27 @@ def markdown(long: pl.DataFrame) -> str:
     lines += [
         "## Quality (LongBench score, 95% CI)",
         "",
-        "| model | stack | dataset | metric | score | CI | n | failed |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | stack | dataset | metric | score | CI | n | failed | empty | truncated |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in q.filter(pl.col("metric") == "score").iter_rows(named=True):
+        failed = f"{r['n_failed']} ({r['failures']})" if r["n_failed"] and r.get("failures") else r["n_failed"]
         lines.append(
             f"| {r['model']} | {r['stack']} | {r['dataset']} | {r['longbench_metric']} | {_fmt(r['value'], 100)} "
-            f"| {_fmt(r['ci_low'], 100)}–{_fmt(r['ci_high'], 100)} | {r['n']} | {r['n_failed']} |"
+            f"| {_fmt(r['ci_low'], 100)}–{_fmt(r['ci_high'], 100)} | {r['n']} | {failed} "
+            f"| {r.get('n_empty_predictions', '—')} | {r.get('n_truncated', '—')} |"
         )
+    lines += [
+        "",
+        "Failed samples (e.g. `oom`: out of memory) are left out of the score; empty predictions score 0; "
+        "truncated prompts lost the middle of their context to the model's `max_input_tokens`.",
+    ]
+    if "chat_template" in long.columns:
+        plain = long.filter(pl.col("chat_template").not_()).select("model").unique().sort("model")["model"]
+        if len(plain):
+            lines.append(
+                f"Prompts of {', '.join(plain)} are the plain task template: the tokenizer has no chat template."
+            )
     prf = q.filter(pl.col("metric").is_in(["f1", "precision", "recall", "exact_match", "hallucination"]))
     if not prf.is_empty():
         table = prf.pivot(

@@ -124,6 +124,28 @@ def validate(config: dict, source: str = "config") -> dict:
     return config
 
 
+def check_sources(config: dict, source: str = "config") -> None:
+    """Local inputs the config names exist and look usable (LongBench files, model directories), so a
+    wrong path stops the run before any job. Hub ids are left to the jobs that download them."""
+    from lcopt.models import ModelError, resolve_source
+
+    lb = config["longbench"]
+    for name, ds in config["datasets"].items():
+        if "longbench" in ds and lb["source"] == "local":
+            path = Path(lb["local_dir"]) / f"{ds['longbench']}.jsonl"
+            if not path.is_file():
+                raise ConfigError(
+                    f"{source}: key 'datasets.{name}': {path} not found "
+                    "(longbench.local_dir must hold the task's <task>.jsonl)"
+                )
+    for name, model in config["models"].items():
+        if "path" in model:
+            try:
+                resolve_source(model["path"])
+            except ModelError as exc:
+                raise ConfigError(f"{source}: key 'models.{name}.path': {exc}") from None
+
+
 def load(paths: Sequence[str | Path]) -> dict:
     """Merge YAML files (later ones override top-level keys, as snakemake does) and validate."""
     config: dict = {}
@@ -132,5 +154,7 @@ def load(paths: Sequence[str | Path]) -> dict:
             data = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"{path}: cannot read config ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the config must be a mapping of keys, got a {type(data).__name__}")
         config.update(data)
     return validate(config, ", ".join(map(str, paths)))

@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 from lcopt import synthetic
+from lcopt.io import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ OFFICIAL_SHA256 = {
     "gov_report": "d28112beb3a9b41d80aa390837fa1a31c9e3da84a5262009c97585cc49f597c4",
     "narrativeqa": "0fb8d08ba5cdad4b74244224b0dc2e8b41ee6b850d954a13eb2d282621ce2f71",
 }
-REQUIRED_FIELDS = ("input", "context", "answers")
+REQUIRED_FIELDS = ("_id", "input", "context", "answers")
 
 
 class DataError(ValueError):
@@ -57,8 +59,22 @@ def hub_jsonl(name: str, cache_dir: Path) -> Path:
     return target
 
 
+def _check_row(path: Path, i: int, row: dict) -> None:
+    """A LongBench row has a string `_id`, `input` and `context` and a non-empty list of string answers."""
+    where = f"{path}: row {i}" + (f" ({row['_id']!r})" if row.get("_id") is not None else "")
+    for field in ("_id", "input", "context"):
+        if not isinstance(row.get(field), str):
+            got = "no value" if row.get(field) is None else f"type {type(row[field]).__name__}"
+            raise DataError(f"{where}: field {field!r} has {got}, expected a string")
+    answers = row["answers"]
+    if not isinstance(answers, list):
+        raise DataError(f"{where} has answers of type {type(answers).__name__}, expected a list")
+    if not answers or not all(isinstance(a, str) for a in answers):
+        raise DataError(f"{where}: answers must be a non-empty list of strings, got {answers!r}")
+
+
 def read_longbench_jsonl(path: Path, cache_dir: Path) -> list[dict]:
-    """Rows of one LongBench JSONL file through `datasets`, validated field by field."""
+    """Rows of one LongBench JSONL file through `datasets`, validated row by row."""
     import datasets
 
     if not path.is_file():
@@ -68,14 +84,23 @@ def read_longbench_jsonl(path: Path, cache_dir: Path) -> list[dict]:
             "json", data_files=str(path), split="train", cache_dir=str(cache_dir / "hf-datasets")
         )
     except Exception as exc:
+        try:  # name the first bad line when there is one
+            if not read_jsonl(path):
+                raise DataError(f"{path}: no rows (the file is empty)") from exc
+        except ValueError as bad_line:
+            raise DataError(str(bad_line)) from exc
         raise DataError(f"{path}: not readable as JSON lines ({type(exc).__name__}: {exc})") from exc
+    if table.num_rows == 0:
+        raise DataError(f"{path}: no rows")
     missing = [f for f in REQUIRED_FIELDS if f not in table.column_names]
     if missing:
         raise DataError(f"{path}: rows lack field(s) {missing}; LongBench rows have {list(REQUIRED_FIELDS)}")
     rows = table.to_list()
     for i, row in enumerate(rows):
-        if not isinstance(row["answers"], list):
-            raise DataError(f"{path}: row {i} has answers of type {type(row['answers']).__name__}, expected a list")
+        _check_row(path, i, row)
+    duplicates = sorted(k for k, n in Counter(r["_id"] for r in rows).items() if n > 1)
+    if duplicates:
+        raise DataError(f"{path}: duplicate _id {duplicates[:3]}; every row needs its own")
     return rows
 
 

@@ -4,6 +4,9 @@ Snakemake's `--resources gpu=N` caps how many GPUs concurrent jobs ask for, but 
 job *which* GPU it got. lcopt answers that with one lock file per device in a shared folder: a job
 takes `flock` on as many free devices as it needs and exports only those. The kernel drops the
 locks when the process ends, however it ends (a SIGKILL included), so a slot can never leak.
+
+Inside a SLURM job (`SLURM_JOB_ID` set) the scheduler has already given the job its own devices in
+CUDA_VISIBLE_DEVICES; jobs on one node may all see theirs as device 0, so no locks are taken there.
 """
 
 from __future__ import annotations
@@ -55,6 +58,10 @@ def claim(
     devices = list(visible_devices() if devices is None else devices)
     if n > len(devices):
         raise RuntimeError(f"job needs {n} GPU(s) but only {len(devices)} are visible: {devices}")
+    if os.environ.get("SLURM_JOB_ID") and os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        log.info("SLURM job %s: GPU(s) %s allocated by the scheduler", os.environ["SLURM_JOB_ID"], devices)
+        yield devices
+        return
     slots_dir = Path(slots_dir) if slots_dir else default_slots_dir()
     slots_dir.mkdir(parents=True, exist_ok=True)
     held: list[tuple[str, int]] = []

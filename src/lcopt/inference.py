@@ -1,7 +1,8 @@
 """Greedy generation over a prompt file, one JSONL row per sample, resumable and profiled.
 
 Each finished sample is appended to `<out>.partial` and flushed, so a killed job loses at most the
-sample in flight and a rerun continues from the next one; the final file appears (atomically) only
+sample in flight and a rerun continues from the next one (only if the job's inputs and settings are
+the same: `<out>.partial.key`); the final file appears (atomically) only
 when every sample is done. Timings come from a streamer that stamps every generated token: time to
 first token (prefill), per-output-token time (decode), end to end. Memory: torch's peak allocation
 and NVML's device usage on a GPU, the process's peak RSS on a CPU; the KV cache's real bytes are
@@ -10,6 +11,7 @@ summed from the cache object after generation.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -21,11 +23,22 @@ import torch
 from tqdm import tqdm
 from transformers.generation.streamers import BaseStreamer
 
-from lcopt.io import read_jsonl, write_jsonl_atomic
+from lcopt.io import read_jsonl, write_jsonl_atomic, write_text_atomic
 from lcopt.kvcache import make_cache
 from lcopt.prompts import COMPRESSION_FIELDS
 
 log = logging.getLogger(__name__)
+
+
+class InferenceError(RuntimeError):
+    """An error that is not one sample running out of memory: the job stops, naming the sample."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, the CPU allocator's failure (a plain RuntimeError) or Python's MemoryError."""
+    return isinstance(exc, torch.OutOfMemoryError | MemoryError) or (
+        isinstance(exc, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(exc)
+    )
 
 
 class TokenClock(BaseStreamer):
@@ -173,6 +186,15 @@ def _finished(partial: Path) -> list[dict]:
     return rows
 
 
+def job_key(variant_json: Path, prompts_jsonl: Path, *settings) -> str:
+    """What a job's predictions depend on: a `.partial` left by a job with another key is not resumed."""
+    digest = hashlib.sha256()
+    for path in (variant_json, prompts_jsonl):
+        digest.update(Path(path).read_bytes())
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
 def run(
     variant_json: Path,
     prompts_jsonl: Path,
@@ -190,6 +212,12 @@ def run(
     torch.manual_seed(0)
     prompts = read_jsonl(prompts_jsonl)
     partial = Path(f"{out_jsonl}.partial")
+    key = job_key(variant_json, prompts_jsonl, kv_method, device, dtype, max_new_tokens, kv_options)
+    key_file = Path(f"{partial}.key")
+    if partial.exists() and (not key_file.is_file() or key_file.read_text() != key):
+        log.warning("%s: left by a job with other inputs or settings; starting over", partial)
+        partial.unlink()
+    write_text_atomic(key_file, key)
     done = {row["_id"] for row in _finished(partial)}
     if done:
         log.info("resuming %s: %d of %d samples already done", out_jsonl, len(done), len(prompts))
@@ -210,8 +238,15 @@ def run(
             }
             try:
                 record |= generate_one(model, tokenizer, prompt, budget, kv_method, device, probe, kv_options)
-            except torch.OutOfMemoryError as exc:  # recorded, not fatal: the next sample may fit
-                record |= {"status": "oom", "prediction": "", "error": str(exc).splitlines()[0]}
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise InferenceError(
+                        f"{out_jsonl}: sample {prompt['_id']!r} failed with {type(exc).__name__}: {exc}\n"
+                        "Only running out of memory is recorded per sample; any other error stops the job. "
+                        f"Finished samples stay in {partial}, and a rerun continues after them."
+                    ) from exc
+                # recorded, not fatal: the next sample may fit
+                record |= {"status": "oom", "prediction": "", "error": str(exc).strip().splitlines()[0]}
                 if device.startswith("cuda"):
                     torch.cuda.empty_cache()
             sink.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -221,3 +256,4 @@ def run(
     ordered = [rows[p["_id"]] for p in prompts]
     write_jsonl_atomic(out_jsonl, ordered)
     partial.unlink()
+    key_file.unlink()

@@ -37,8 +37,22 @@ def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> None:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """One JSON object per non-blank line; a bad line raises ValueError naming the file and line."""
+    rows = []
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line.rstrip(b"\r\n"))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: line {number} is not valid JSON ({exc.msg}; column {exc.colno})") from exc
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path}: line {number} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}: line {number} is a JSON {type(row).__name__}, expected an object")
+            rows.append(row)
+    return rows
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 DEMO_MODEL = "lcopt-demo"
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.gguf", "*.pt")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
 
 
 class ModelError(ValueError):
@@ -42,11 +43,20 @@ def package_dir(package: str) -> Path:
 
 
 def check_local_model(path: Path) -> None:
-    """Fail early, and clearly, on a directory that cannot hold a loadable model."""
-    if not (path / "config.json").is_file():
+    """Fail early, and clearly, on a directory that cannot hold a loadable model and its tokenizer."""
+    config = path / "config.json"
+    if not config.is_file():
         raise ModelError(f"{path}: no config.json; not a Hugging Face model directory")
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (ValueError, AttributeError) as exc:
+        raise ModelError(f"{config}: not a JSON object ({exc})") from exc
+    if not model_type:
+        raise ModelError(f"{config}: no 'model_type'; not a transformers model config")
     if not any(next(path.glob(p), None) for p in WEIGHT_PATTERNS):
         raise ModelError(f"{path}: config.json but no weights ({', '.join(WEIGHT_PATTERNS)})")
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelError(f"{path}: no tokenizer ({', '.join(TOKENIZER_FILES)})")
 
 
 def resolve_source(path: str) -> str:

@@ -26,21 +26,40 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def _gpus() -> list[dict]:
+def gpus() -> list[dict] | str:
+    """Model, memory and driver of each GPU through NVML (nvidia-ml-py); "none" without an NVIDIA driver."""
     try:
         import pynvml
 
         pynvml.nvmlInit()
+    except Exception:  # no NVIDIA driver (or no nvidia-ml-py) here: a CPU run
+        return "none"
+    try:
         driver = pynvml.nvmlSystemGetDriverVersion()
-        return [
-            {"name": pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i)), "driver": driver}
-            for i in range(pynvml.nvmlDeviceGetCount())
-        ]
-    except Exception:  # no NVIDIA driver here: a CPU run
-        return []
+        out = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            out.append(
+                {
+                    "index": i,
+                    "name": pynvml.nvmlDeviceGetName(handle),
+                    "memory_bytes": pynvml.nvmlDeviceGetMemoryInfo(handle).total,
+                    "driver": driver,
+                }
+            )
+        return out or "none"
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _torch_cuda() -> str | None:
+    import torch
+
+    return torch.version.cuda
 
 
 def collect(config: dict) -> dict:
+    """The provenance record written beside the tables (`provenance.json`)."""
     versions = {}
     for name in PACKAGES:
         try:
@@ -56,6 +75,7 @@ def collect(config: dict) -> dict:
         "packages": versions,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "gpus": _gpus(),
+        "gpus": gpus(),
+        "torch_cuda": _torch_cuda(),
         "config": config,
     }

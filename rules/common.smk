@@ -3,7 +3,7 @@ import shutil
 from snakemake.utils import validate
 
 import lcopt.config
-from lcopt.stacks import parse_stack
+from lcopt.stacks import options_key, parse_stack
 
 # Clear messages first (file, key, allowed values), then snakemake's own schema check and defaults.
 CONFIG_SOURCE = ", ".join(map(str, workflow.configfiles)) or "config"
@@ -72,8 +72,13 @@ def longbench_options(dataset):
     return config["longbench"] if "longbench" in config["datasets"][dataset] else {}
 
 
-def calibration_dataset():
-    return config["prune"].get("calibration_dataset") or DATASETS[0]
+def technique_options(variant):
+    """The config block of a variant's last model-side technique (gptq4 and rtn4 share `gptq`)."""
+    return config[options_key(variant.split("+")[-1])]
+
+
+def calibration_dataset(variant):
+    return technique_options(variant).get("calibration_dataset") or DATASETS[0]
 
 
 def gpus(model):

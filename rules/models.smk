@@ -63,10 +63,10 @@ rule model_technique:
         variant=r"(?!baseline$)[A-Za-z0-9_.+-]+",
     params:
         technique=lambda w: w.variant.split("+")[-1],
-        options=lambda w: config[w.variant.split("+")[-1]],
+        options=lambda w: technique_options(w.variant),
         # held-out text of this dataset (never its scored rows), made by lcopt.data.calibration_texts
-        calibration_spec=lambda w: config["datasets"][calibration_dataset()],
-        longbench=lambda w: longbench_options(calibration_dataset()),
+        calibration_spec=lambda w: config["datasets"][calibration_dataset(w.variant)],
+        longbench=lambda w: longbench_options(calibration_dataset(w.variant)),
     resources:
         gpu=lambda w: gpus(w.model),
     log:

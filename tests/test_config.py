@@ -39,6 +39,7 @@ def test_defaults_are_filled():
     assert cfg["device"] == "auto"
     assert cfg["models"]["demo"]["gpus"] == 1
     assert cfg["longbench"]["source"] == "hub"
+    assert (cfg["gptq"]["group_size"], cfg["gptq"]["desc_act"]) == (128, False)
 
 
 @pytest.mark.parametrize(
@@ -65,6 +66,10 @@ def test_defaults_are_filled():
         (bad(longbench={"source": "local"}, datasets__lb={"longbench": "qasper"}), ["key 'longbench.local_dir'"]),
         (bad(kivi={"group_size": 32, "residual_length": 48}), ["key 'kivi.residual_length'", "multiple of"]),
         (bad(kivi={"bits": 3}), ["key 'kivi.bits'", "unknown key", "group_size, residual_length"]),
+        (bad(gptq={"calibration_dataset": "nope"}), ["key 'gptq.calibration_dataset'", "allowed: kv-1k"]),
+        (bad(prune={"checkpoints": {"llama": "nvidia/x"}}), ["key 'prune.checkpoints.llama'", "allowed: demo"]),
+        (bad(gptq={"bits": 3}), ["key 'gptq.bits'", "unknown key", "desc_act, group_size"]),
+        (bad(stacks=["gptq4+prune"]), ["key 'stacks.0'", "last model-side technique"]),
         (
             bad(models={"bad/name": {"path": "x", "max_input_tokens": 4000}}),
             ["key 'models'", "'bad/name' does not match"],

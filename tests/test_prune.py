@@ -74,3 +74,26 @@ def test_activation_importance_beats_random_pruning(demo, target):
     ]
     baseline = answer_nll(model, tokenizer, rows)
     assert baseline < informed < sum(randoms) / len(randoms), (baseline, informed, randoms)
+
+
+def test_a_released_checkpoint_replaces_native_pruning(tmp_path, monkeypatch):
+    """The paper's path: `prune.checkpoints` points the prune variant at e.g. a Minitron checkpoint."""
+    import json
+
+    from lcopt import models
+
+    def refuse(*args):
+        raise AssertionError("pruned natively although a checkpoint was given")
+
+    monkeypatch.setitem(models.MODEL_TECHNIQUES, "prune", refuse)
+    released = models.resolve_source(models.DEMO_MODEL)  # stands in for nvidia/Llama-3.1-Minitron-4B-Width-Base
+    models.write_variant("demo", "baseline", models.DEMO_MODEL, tmp_path / "baseline.json")
+    options = {"calibration_samples": 1, "checkpoints": {"demo": released, "other": "nvidia/x"}}
+    models.write_technique_variant(
+        "demo", "prune", "prune", tmp_path / "baseline.json", tmp_path / "w", tmp_path / "prune.json", options, []
+    )
+    variant = json.loads((tmp_path / "prune.json").read_text())
+    assert (variant["weights"], variant["techniques"]) == (released, ["prune"])
+    assert variant["prune"]["same_tokenizer_as_source"] is True
+    model, _, _ = models.load_variant(tmp_path / "prune.json", "cpu")
+    assert model.config.hidden_size == 256

@@ -20,6 +20,8 @@ def test_cache_side_technique_only_changes_the_cache():
         ("kivi4+kivi4", "twice"),
         ("kivi4+kivi2", "at most one KV-cache method"),
         ("baseline+kivi4", "unknown technique"),
+        ("gptq4+rtn4", "must be the last model-side technique"),
+        ("gptq4+prune", "must be the last model-side technique"),
     ],
 )
 def test_invalid_stacks(name, message):
@@ -48,3 +50,12 @@ def test_config_expands_levels_into_stacks():
         }
     )
     assert cfg["stacks"] == ["baseline", "prune", "kivi4", "prune+kivi4"]
+
+
+def test_weight_quantization_comes_last_and_alone_on_the_model_side():
+    from lcopt.stacks import expand_levels
+
+    s = parse_stack("prune+gptq4+kivi4")
+    assert (s.model_variant, s.kv_method) == ("prune+gptq4", "kivi4")
+    stacks = expand_levels(["gptq4", "rtn4", "prune", "kivi4"], [2])
+    assert set(stacks) == {"prune+gptq4", "prune+rtn4", "gptq4+kivi4", "rtn4+kivi4", "prune+kivi4"}

@@ -143,6 +143,12 @@ def test_model_side_techniques_compose_and_are_made_once(finished_run):
     counts = job_counts(snakemake(finished_run, config, "-n"))
     assert counts["model_technique"] == 1  # the pruned model, shared by prune and prune+kivi4
     assert counts["inference"] == 3 * 2 and "model_variant" not in counts and "prompts" not in counts
+    # GPTQ of the pruned model is made from the pruned variant, which is made once for both stacks
+    config = TINY | {"stacks": ["prune+gptq4+kivi4", "prune+gptq4", "gptq4", "rtn4"]}
+    dry = snakemake(finished_run, config, "-n")
+    assert job_counts(dry)["model_technique"] == 4  # prune, prune+gptq4, gptq4, rtn4
+    made_from_prune = "input: results/models/demo/prune/variant.json\n    output: results/models/demo/prune+gptq4/"
+    assert made_from_prune in dry
 
 
 def test_local_profile_is_read(tmp_path):
@@ -195,7 +201,9 @@ def test_slurm_profile_sizes_the_paper_matrix(tmp_path):
     job = r"^rule (\w+):\n(?:    .*\n)*?    wildcards: (.*)\n(?:    .*\n)*?    resources: (.*)$"
     jobs = re.findall(job, text, re.M)
     inference = {w: dict(kv.split("=", 1) for kv in r.split(", ")) for rule, w, r in jobs if rule == "inference"}
-    assert len(inference) == 72
+    from lcopt.config import load
+
+    assert len(inference) == 3 * 6 * len(load([REPO / "config/paper.yaml"])["stacks"])  # models x datasets x stacks
     for wildcards, res in inference.items():
         assert res["mem_mb"] == "64000" and res["runtime"] == "1440"
         assert res["gpu"] == ("4" if "model=llama-3.1-70b-instruct" in wildcards else "1")
@@ -217,13 +225,19 @@ def test_lint_is_clean():
 
 def test_paper_config_builds_the_full_dag_offline(tmp_path):
     config = yaml.safe_load((REPO / "config/paper.yaml").read_text())
-    counts = job_counts(snakemake(tmp_path, config, "-n"))
+    dag = snakemake(tmp_path, config, "-n")
+    counts = job_counts(dag)
     from lcopt.config import load
 
     n_models, n_datasets, n_stacks = 3, 6, len(load([REPO / "config/paper.yaml"])["stacks"])
-    assert n_stacks == 4  # baseline, lingua2, kivi4, lingua2+kivi4
+    assert n_stacks == 1 + 4 + 6  # baseline, the 4 techniques alone, their 6 pairs
     assert counts["dataset"] == counts["compress_contexts"] == n_datasets  # model-independent: once
     assert counts["model_variant"] == n_models
+    # model-side variants, each made once per model: prune, gptq4 and prune+gptq4 (GPTQ of the pruned model)
+    assert counts["model_technique"] == n_models * 3
+    for variant in ("prune", "gptq4", "prune+gptq4"):
+        for model in config["models"]:
+            assert f"results/models/{model}/{variant}/variant.json" in dag, (model, variant)
     assert counts["prompts"] == n_models * n_datasets * 2  # full and lingua2 prompts per tokenizer
     assert counts["inference"] == counts["score"] == n_models * n_datasets * n_stacks
 

@@ -94,12 +94,19 @@ def validate(config: dict, source: str = "config") -> dict:
         lb = config["longbench"]
         if lb["source"] == "local" and not lb.get("local_dir"):
             raise ConfigError(f"{source}: key 'longbench.local_dir': required when longbench.source is local")
-    calib = config["prune"].get("calibration_dataset")
-    if calib is not None and calib not in config["datasets"]:
-        raise ConfigError(
-            f"{source}: key 'prune.calibration_dataset': {calib!r} is not a dataset of this config; "
-            f"allowed: {', '.join(config['datasets'])}"
-        )
+    for block in ("prune", "gptq"):
+        calib = config[block].get("calibration_dataset")
+        if calib is not None and calib not in config["datasets"]:
+            raise ConfigError(
+                f"{source}: key '{block}.calibration_dataset': {calib!r} is not a dataset of this config; "
+                f"allowed: {', '.join(config['datasets'])}"
+            )
+        for name in config[block].get("checkpoints", {}):
+            if name not in config["models"]:
+                raise ConfigError(
+                    f"{source}: key '{block}.checkpoints.{name}': not a model of this config; "
+                    f"allowed: {', '.join(config['models'])}"
+                )
     kivi = config["kivi"]
     if kivi["residual_length"] % kivi["group_size"]:
         raise ConfigError(

@@ -15,6 +15,7 @@ import logging
 import time
 from pathlib import Path
 
+from lcopt.gptq import apply_gptq4, apply_rtn4
 from lcopt.io import atomic_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def apply_prune(parent_json: Path, out_dir: Path, options: dict, calibration: li
     from lcopt.prune import PruneTarget, calibration_batches, importance, prune
 
     model, tokenizer, _ = load_variant(parent_json, "cpu", "float32")
-    target = PruneTarget(options["hidden"], options["intermediate"], options["heads"])
+    target = PruneTarget(options["hidden"], options["intermediate"], options["heads"], options.get("multiple_of", 1))
     scores = importance(model, calibration_batches(tokenizer, calibration, options["calibration_tokens"], "cpu"))
     before = sum(p.numel() for p in model.parameters())
     prune(model, scores, target)
@@ -117,7 +118,30 @@ def apply_prune(parent_json: Path, out_dir: Path, options: dict, calibration: li
 
 
 # model-side techniques: name -> apply(parent variant.json, weights dir, options, calibration texts)
-MODEL_TECHNIQUES = {"prune": apply_prune}
+MODEL_TECHNIQUES = {"prune": apply_prune, "gptq4": apply_gptq4, "rtn4": apply_rtn4}
+
+
+def same_tokenizer(a: str, b: str) -> bool:
+    """Whether two models tokenize alike (same vocabulary and special tokens)."""
+    from transformers import AutoTokenizer
+
+    ta, tb = AutoTokenizer.from_pretrained(a), AutoTokenizer.from_pretrained(b)
+    return ta.get_vocab() == tb.get_vocab() and ta.all_special_tokens == tb.all_special_tokens
+
+
+def use_checkpoint(checkpoint: str, parent_json: Path, out_dir: Path) -> dict:
+    """A released checkpoint stands for the technique (the study's Minitron models, a GPTQ model from
+    the hub): nothing is computed, the variant points at it. Prompts are built once per model with the
+    base model's tokenizer, so the checkpoint must tokenize like its base; this is checked and recorded."""
+    weights = resolve_source(checkpoint)
+    parent = json.loads(Path(parent_json).read_text())["weights"]
+    same = same_tokenizer(parent, weights)
+    if not same:
+        log.warning("%s does not tokenize like %s: its prompts are built with the latter's tokenizer", weights, parent)
+    record = {"checkpoint": checkpoint, "weights": weights, "same_tokenizer_as_source": same}
+    with atomic_dir(out_dir) as tmp:
+        write_json_atomic(tmp / "checkpoint.json", record)
+    return record
 
 
 def write_technique_variant(
@@ -130,15 +154,24 @@ def write_technique_variant(
     options: dict,
     calibration: list[str],
 ) -> None:
+    """Apply `technique` to the parent variant, or point at a released checkpoint for it
+    (`options["checkpoints"][model]`, used only when the parent is the baseline: a checkpoint is the
+    technique applied to the base model)."""
     start = time.perf_counter()
-    record = MODEL_TECHNIQUES[technique](parent_json, weights_dir, options, calibration)
     parent = json.loads(Path(parent_json).read_text())
+    checkpoint = options.get("checkpoints", {}).get(model) if not parent["techniques"] else None
+    if checkpoint:
+        record = use_checkpoint(checkpoint, parent_json, weights_dir)
+        weights = record["weights"]
+    else:
+        record = MODEL_TECHNIQUES[technique](parent_json, weights_dir, options, calibration)
+        weights = str(Path(weights_dir).resolve())
     write_json_atomic(
         out,
         {
             "model": model,
             "stack": variant,
-            "weights": str(Path(weights_dir).resolve()),
+            "weights": weights,
             "techniques": [*parent["techniques"], technique],
             "seconds": time.perf_counter() - start,
             technique: record,

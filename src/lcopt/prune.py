@@ -29,6 +29,10 @@ class PruneTarget:
     hidden: float = 0.75
     intermediate: float = 0.643
     heads: float = 1.0
+    # kept embedding channels and MLP neurons are rounded to a multiple of this, so that the pruned
+    # widths suit 4-bit kernels, which need a layer's input size to be a multiple of the group size
+    # (Minitron's released widths are multiples of 128)
+    multiple_of: int = 1
 
 
 def _aggregate(x: torch.Tensor) -> torch.Tensor:
@@ -73,8 +77,8 @@ def importance(model, batches: list[dict]) -> dict[str, torch.Tensor]:
     return dict(scores)
 
 
-def _keep(scores: torch.Tensor, fraction: float) -> torch.Tensor:
-    n = max(1, round(scores.numel() * fraction))
+def _keep(scores: torch.Tensor, fraction: float, multiple_of: int = 1) -> torch.Tensor:
+    n = min(scores.numel(), max(multiple_of, round(scores.numel() * fraction / multiple_of) * multiple_of))
     return scores.topk(n).indices.sort().values
 
 
@@ -96,7 +100,7 @@ def prune(model, scores: dict[str, torch.Tensor], target: PruneTarget):
     cfg = model.config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     group = cfg.num_attention_heads // cfg.num_key_value_heads
-    hidden_idx = _keep(scores["hidden"], target.hidden)
+    hidden_idx = _keep(scores["hidden"], target.hidden, target.multiple_of)
     n_groups = max(1, round(cfg.num_key_value_heads * target.heads))
     for i, layer in enumerate(model.model.layers):
         attn, mlp = layer.self_attn, layer.mlp
@@ -108,7 +112,7 @@ def prune(model, scores: dict[str, torch.Tensor], target: PruneTarget):
         _slice(attn.k_proj, kv_rows, hidden_idx)
         _slice(attn.v_proj, kv_rows, hidden_idx)
         _slice(attn.o_proj, hidden_idx, q_rows)
-        neurons = _keep(scores[f"mlp.{i}"], target.intermediate)
+        neurons = _keep(scores[f"mlp.{i}"], target.intermediate, target.multiple_of)
         _slice(mlp.gate_proj, neurons, hidden_idx)
         _slice(mlp.up_proj, neurons, hidden_idx)
         _slice(mlp.down_proj, hidden_idx, neurons)

@@ -16,11 +16,22 @@ Side = Literal["model", "prompt", "cache"]
 # name -> side; the baseline needs none.
 TECHNIQUES: dict[str, Side] = {
     "prune": "model",
+    "gptq4": "model",
+    "rtn4": "model",
     "lingua2": "prompt",
     "kivi4": "cache",
     "kivi2": "cache",
 }
 BASELINE = "baseline"
+# model-side techniques that pack the weights into integers: nothing can act on the weights after them,
+# so one of them, if any, is the last model-side technique (prune+gptq4 is GPTQ of the pruned model).
+QUANTIZED_WEIGHTS = frozenset({"gptq4", "rtn4"})
+# the config block that holds a technique's options, where it is not the technique's own name
+OPTIONS_KEY = {"gptq4": "gptq", "rtn4": "gptq", "kivi4": "kivi", "kivi2": "kivi"}
+
+
+def options_key(technique: str) -> str:
+    return OPTIONS_KEY.get(technique, technique)
 
 
 class StackError(ValueError):
@@ -51,12 +62,14 @@ SIDE_ORDER = ("model", "prompt", "cache")
 
 
 def canonical(parts) -> str:
-    """A stack's name with its techniques in the order they act: model side, prompt side, cache side."""
-    return "+".join(sorted(parts, key=lambda p: SIDE_ORDER.index(TECHNIQUES[p])))
+    """A stack's name with its techniques in the order they act: model side (weight quantization last),
+    prompt side, cache side."""
+    return "+".join(sorted(parts, key=lambda p: (SIDE_ORDER.index(TECHNIQUES[p]), p in QUANTIZED_WEIGHTS)))
 
 
 def expand_levels(techniques: list[str], levels: list[int]) -> list[str]:
-    """Level 1: each technique alone; level 2: every compatible pair (never two KV-cache methods)."""
+    """Level 1: each technique alone; level 2: every compatible pair (never two KV-cache methods or two
+    weight quantizations)."""
     from itertools import combinations
 
     stacks = []
@@ -82,4 +95,10 @@ def parse_stack(name: str) -> Stack:
     by_side = {side: tuple(p for p in parts if TECHNIQUES[p] == side) for side in ("model", "prompt", "cache")}
     if len(by_side["cache"]) > 1:
         raise StackError(f"stack {name!r}: at most one KV-cache method, got {list(by_side['cache'])}")
+    quantized = [p for p in by_side["model"] if p in QUANTIZED_WEIGHTS]
+    if quantized and (len(quantized) > 1 or by_side["model"][-1] != quantized[0]):
+        raise StackError(
+            f"stack {name!r}: a weight quantization ({quantized[0]}) must be the last model-side technique, "
+            "and only one (nothing acts on packed integer weights)"
+        )
     return Stack(name, by_side["model"], by_side["prompt"], by_side["cache"])

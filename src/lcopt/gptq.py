@@ -1,0 +1,149 @@
+"""4-bit weight quantization of every linear layer except the LM head: GPTQ (`gptq4`) and plain
+round-to-nearest (`rtn4`) at the same bits and group size, so that tables show what GPTQ's
+error-compensating updates buy over rounding.
+
+Both run through GPTQModel (the maintained AutoGPTQ successor; the study used AutoGPTQ) and save the
+standard GPTQ checkpoint format (`quantization_config` in config.json, packed int32 weights), so a
+variant loads with transformers' `from_pretrained` like a quantized model from the hub. The kernel is
+GPTQModel's choice at load time: its torch kernel on a CPU, Marlin (or exllamav2) on a GPU.
+
+GPTQ is calibrated on the same held-out text as `prune` (`lcopt.data.calibration_texts`); `desc_act`
+is AutoGPTQ's act-order (columns quantized by decreasing Hessian diagonal). GPTQModel's own
+extension, group-aware reordering, is switched off so that `desc_act` is the only ordering choice, as
+in AutoGPTQ.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _cpu_workers() -> None:
+    # GPTQModel sizes its CPU worker pool on its own; size it to the cores this process may use
+    # (snakemake's share on a small machine), unless the user set it.
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(len(os.sched_getaffinity(0))))
+
+
+def _log_dir(path: Path) -> None:
+    """GPTQModel 7.6.0 writes its per-layer logs to ./logs of the working directory (the repository,
+    in a workflow run); keep them with the weights they describe instead."""
+    from gptqmodel.looper import loop_processor
+
+    loop_processor._PROJECT_LOG_DIR = path
+
+
+def _dir_bytes(path: str | Path) -> int | None:
+    path = Path(path)
+    return sum(f.stat().st_size for f in path.glob("*.safetensors")) if path.is_dir() else None
+
+
+def quantize_config(method: str, bits: int, options: dict):
+    """GPTQModel's config for `method` ("gptq" or "rtn"): symmetric, `group_size` columns per scale."""
+    _cpu_workers()
+    from gptqmodel import QuantizeConfig
+    from gptqmodel.quantization.config import RTNConfig
+
+    if method == "rtn":
+        return RTNConfig(bits=bits, group_size=options["group_size"], sym=True)
+    return QuantizeConfig(
+        bits=bits,
+        group_size=options["group_size"],
+        desc_act=options["desc_act"],
+        act_group_aware=False,
+        sym=True,
+    )
+
+
+def check_group_size(model, group_size: int) -> None:
+    """Every layer to quantize must have an input size that is a multiple of the group size: the CPU
+    int4 kernel (and Marlin) refuse others at the first forward pass, long after quantizing."""
+    import torch
+
+    bad = [
+        f"{name} ({m.in_features})"
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and not name.endswith("lm_head") and m.in_features % group_size
+    ]
+    if bad:
+        raise ValueError(
+            f"gptq.group_size {group_size} does not divide the input size of {', '.join(bad[:4])}"
+            f"{' ...' if len(bad) > 4 else ''}; choose a group size that does "
+            "(or prune.multiple_of, for a pruned model)"
+        )
+
+
+def calibration_examples(tokenizer, texts: list[str], max_tokens: int) -> list[dict]:
+    """The calibration texts as GPTQModel takes them: one example per text, cut to `max_tokens`."""
+    from lcopt.prune import calibration_batches
+
+    return [
+        {"input_ids": b["input_ids"][0].tolist(), "attention_mask": b["attention_mask"][0].tolist()}
+        for b in calibration_batches(tokenizer, texts, max_tokens, "cpu")
+    ]
+
+
+def quantize(source: str, out_dir: Path, method: str, bits: int, options: dict, calibration: list[str]) -> dict:
+    """Quantize the model in `source` and save it to `out_dir` (a fresh directory); returns a record."""
+    _cpu_workers()
+    import torch
+    from gptqmodel import GPTQModel
+    from transformers import AutoTokenizer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    qconfig = quantize_config(method, bits, options)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    examples = calibration_examples(tokenizer, calibration, options["calibration_tokens"]) if method == "gptq" else None
+    _log_dir(out_dir / "quantize_logs")
+    start = time.perf_counter()
+    model = GPTQModel.load(source, qconfig, device=device)
+    check_group_size(model.model, options["group_size"])
+    model.quantize(examples, batch_size=1)
+    seconds = time.perf_counter() - start
+    model.save(str(out_dir))
+    tokenizer.save_pretrained(out_dir)
+    log.info("%s %d-bit of %s on %s: %.1f s", method, bits, source, device, seconds)
+    return {
+        "method": method,
+        "bits": bits,
+        "group_size": options["group_size"],
+        "desc_act": bool(options["desc_act"]) if method == "gptq" else False,
+        "calibration_samples": len(examples or []),
+        "calibration_tokens": sum(len(e["input_ids"]) for e in examples or []),
+        "quantize_seconds": seconds,
+        "device": device,
+        "weight_bytes_before": _dir_bytes(source),
+        "weight_bytes_after": _dir_bytes(out_dir),
+        "quantizer": f"gptqmodel {_version('gptqmodel')}",
+    }
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def _parent_weights(parent_json: Path) -> str:
+    return json.loads(Path(parent_json).read_text())["weights"]
+
+
+def apply(parent_json: Path, out_dir: Path, options: dict, calibration: list[str], *, method: str, bits: int) -> dict:
+    """A model technique (`lcopt.models.MODEL_TECHNIQUES`): quantize the parent variant into `out_dir`."""
+    from lcopt.io import atomic_dir
+
+    with atomic_dir(out_dir) as tmp:
+        return quantize(_parent_weights(parent_json), tmp, method, bits, options, calibration)
+
+
+def apply_gptq4(parent_json: Path, out_dir: Path, options: dict, calibration: list[str]) -> dict:
+    return apply(parent_json, out_dir, options, calibration, method="gptq", bits=4)
+
+
+def apply_rtn4(parent_json: Path, out_dir: Path, options: dict, calibration: list[str]) -> dict:
+    return apply(parent_json, out_dir, options, calibration, method="rtn", bits=4)

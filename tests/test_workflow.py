@@ -151,51 +151,26 @@ def test_model_side_techniques_compose_and_are_made_once(finished_run):
     assert made_from_prune in dry
 
 
-def test_local_profile_is_read(tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--profile",
-            str(REPO / "profiles/local"),
-            "--directory",
-            str(tmp_path),
-            "--configfile",
-            str(REPO / "config/config.yaml"),
-            "-n",
-        ],
+def dry_run_with_profile(profile: str, configfile: str, workdir: Path) -> subprocess.CompletedProcess:
+    """`snakemake --profile profiles/<profile> -n` on a repository config, as a user would call it."""
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--directory", str(workdir)]
+    return subprocess.run(
+        [*command, "--profile", str(REPO / "profiles" / profile), "--configfile", str(REPO / "config" / configfile)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
+
+
+def test_local_profile_is_read(tmp_path):
+    out = dry_run_with_profile("local", "config.yaml", tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"Using profile {REPO / 'profiles/local'}" in out.stdout + out.stderr
 
 
 def test_slurm_profile_sizes_the_paper_matrix(tmp_path):
     """profiles/slurm gives each rule its memory and runtime, and GPU jobs their model's GPUs (a dry run)."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--profile",
-            str(REPO / "profiles/slurm"),
-            "--directory",
-            str(tmp_path),
-            "--configfile",
-            str(REPO / "config/paper.yaml"),
-            "-n",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = dry_run_with_profile("slurm", "paper.yaml", tmp_path)
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-2000:]
     job = r"^rule (\w+):\n(?:    .*\n)*?    wildcards: (.*)\n(?:    .*\n)*?    resources: (.*)$"

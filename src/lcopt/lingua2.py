@@ -186,7 +186,9 @@ def compress_context(
     max_tokens = compressor.max_seq_len - 2 - _WINDOW_MARGIN  # 2: [CLS]/<s> and [SEP]/</s>
     pieces, gaps = _split_for_classifier(context, compressor.tokenizer, max_tokens)
     if not pieces:
-        return {"context": "", "original_tokens": 0, "compressed_tokens": 0} | ({"word_labels": []} if word_labels else {})
+        return {"context": "", "original_tokens": 0, "compressed_tokens": 0} | (
+            {"word_labels": []} if word_labels else {}
+        )
     result = compressor.compress_prompt(
         pieces,
         rate=rate,

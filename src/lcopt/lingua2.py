@@ -178,17 +178,16 @@ def compress_context(
 ) -> dict[str, Any]:
     """Compress one context to about `rate` of its GPT-3.5 tokens; returns the text and LLMLingua's token counts.
 
-    `word_labels` adds LLMLingua-2's own keep decision (1 kept, 0 dropped) for each whitespace-separated word of
-    `context` (`word_labels`), which measuring what a classifier keeps needs: aligning the compressed text with the
-    original is ambiguous wherever a word repeats."""
+    `word_labels` adds `word_labels`: LLMLingua-2's own keep decision (1 kept, 0 dropped) for each
+    whitespace-separated word of `context`, which measuring what a classifier keeps needs: aligning the
+    compressed text with the original is ambiguous wherever a word repeats."""
     if not 0 < rate <= 1:
         raise ValueError(f"rate must be in (0, 1], got {rate}")
     max_tokens = compressor.max_seq_len - 2 - _WINDOW_MARGIN  # 2: [CLS]/<s> and [SEP]/</s>
     pieces, gaps = _split_for_classifier(context, compressor.tokenizer, max_tokens)
     if not pieces:
-        return {"context": "", "original_tokens": 0, "compressed_tokens": 0} | (
-            {"word_labels": []} if word_labels else {}
-        )
+        empty: dict[str, Any] = {"context": "", "original_tokens": 0, "compressed_tokens": 0}
+        return empty | {"word_labels": []} if word_labels else empty
     result = compressor.compress_prompt(
         pieces,
         rate=rate,

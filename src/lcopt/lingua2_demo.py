@@ -232,6 +232,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(DEMO_DIRNAME))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    from lcopt.lingua2 import model_family
+
+    model_family(args.out)  # before training, not after
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     print(json.dumps({k: v for k, v in train(args.out, TrainConfig(seed=args.seed)).items() if k != "losses"}))
 

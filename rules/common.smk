@@ -3,6 +3,7 @@ import shutil
 from snakemake.utils import validate
 
 import lcopt.config
+from lcopt.lingua2_demo import DEMO_DIRNAME as LINGUA2_DEMO_DIRNAME, DEMO_MODEL as LINGUA2_DEMO
 from lcopt.stacks import options_key, parse_stack
 
 # Clear messages first (file, key, allowed values), then snakemake's own schema check and defaults.
@@ -60,6 +61,21 @@ def model_source_input(wildcards):
     """The source directory as an input when the workflow itself makes it."""
     source = model_source(wildcards.model)
     return [source] if source.startswith(f"{R}/") else []
+
+
+LINGUA2_DEMO_DIR = f"{R}/models/lingua2/{LINGUA2_DEMO_DIRNAME}"
+
+
+def lingua2_model():
+    """The LLMLingua-2 classifier: lcopt's demo one (trained by the workflow) or the configured hub id / directory."""
+    model = config["lingua2"]["model"]
+    return LINGUA2_DEMO_DIR if model == LINGUA2_DEMO else model
+
+
+def lingua2_model_input(wildcards):
+    """The demo classifier's directory as an input when the workflow trains it."""
+    model = lingua2_model()
+    return [model] if model == LINGUA2_DEMO_DIR else []
 
 
 def parent_variant(variant):

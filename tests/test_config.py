@@ -124,3 +124,14 @@ def test_snakemake_stops_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "key 'device'" in out and "allowed: auto, cpu, cuda" in out, out[-2000:]
     assert "Job stats" not in out
+
+
+def test_default_config_runs_every_technique_offline():
+    """Every technique is in the embedded default, lingua2 with lcopt's own classifier (no hub)."""
+    from lcopt.lingua2_demo import DEMO_MODEL
+    from lcopt.stacks import TECHNIQUES
+
+    cfg = load([REPO / "config" / "config.yaml"])
+    used = {t for stack in cfg["stacks"] for t in stack.split("+")} - {"baseline"}
+    assert used == set(TECHNIQUES)
+    assert cfg["lingua2"]["model"] == DEMO_MODEL

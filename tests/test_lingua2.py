@@ -8,9 +8,9 @@ import re
 import pytest
 import tiktoken
 import tiktoken.load
-from conftest import build_tiny_classifier
 
 from lcopt import lingua2
+from lcopt.lingua2_demo import build_tiny_classifier
 from lcopt.synthetic import generate
 
 ROWS = list(generate("kv_retrieval", 300, 3, seed=0))
@@ -99,3 +99,15 @@ def test_long_context_spans_several_windows_without_fusing_words(compressor):
 def test_rate_is_checked(compressor):
     with pytest.raises(ValueError, match="rate"):
         lingua2.compress_rows(ROWS[:1], compressor, rate=2.0)
+
+
+def test_word_labels_are_llmlingua_decisions_per_context_word(compressor):
+    """Over several windows, the per-word keep labels line up with the context's words and say exactly which
+    words the compressed text kept."""
+    row = next(generate("multi_hop", 1500, 1, seed=2))
+    out = lingua2.compress_context(row["context"], compressor, rate=0.5, word_labels=True)
+    context_words = row["context"].split()
+    assert len(out["word_labels"]) == len(context_words) and set(out["word_labels"]) == {0, 1}
+    kept = [w for w, keep in zip(context_words, out["word_labels"], strict=True) if keep]
+    assert words(out["context"]) == words(" ".join(kept))  # llmlingua attaches kept punctuation to the word before
+    assert lingua2.compress_context("", compressor, word_labels=True)["word_labels"] == []

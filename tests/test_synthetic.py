@@ -66,3 +66,41 @@ def test_vocabulary_covers_every_generated_word():
         for row in synthetic.generate(task, 300, 5, 0):
             text = " ".join([row["context"], row["input"], *row["answers"]])
             assert set(text.split()) <= vocab
+
+
+# sha256 of the default run's rows (1,024 words, 40 rows, seed 0) as written by write_jsonl_atomic, recorded
+# before `fact_labels` existed: the benchmark data must not change when training options are added.
+ROWS_SHA256 = {
+    "passkey": "2319762fc8ddd9cd8fc44c16d4f461872979f1149fb59b3bb0245254126558ac",
+    "kv_retrieval": "ed7c8e5dd3c7ad797587d7e1d290c70e3167b87777d890aa5cd5d051e6897568",
+    "multi_hop": "c7bce5206e8e46d2aa02afd65f533e3c63a6c1bd02fcd3a71db0e5d9801eb02d",
+    "fact_extraction": "e337f35dd4f1bdd72d6658bfa8c48a9858907b70d8c8a735962eca079145d104",
+}
+
+
+@pytest.mark.parametrize("task", synthetic.TASKS)
+def test_benchmark_rows_are_byte_identical(task):
+    import hashlib
+    import json
+
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in synthetic.generate(task, 1024, 40, 0))
+    assert hashlib.sha256(text.encode()).hexdigest() == ROWS_SHA256[task]
+
+
+@pytest.mark.parametrize("task", synthetic.TASKS)
+def test_fact_labels_mark_exactly_the_fact_sentences(task):
+    plain = synthetic.make_sample(task, 400, random.Random(3), "a")
+    row = synthetic.make_sample(task, 400, random.Random(3), "a", fact_labels=True)
+    labels = row.pop("fact_labels")
+    assert row == plain  # the option adds a field and changes nothing else
+    words = row["context"].split()
+    assert len(labels) == len(words) and 0 < sum(labels) < len(words)
+    fact_text = " ".join(w for w, keep in zip(words, labels, strict=True) if keep)
+    if task == "passkey":
+        assert fact_text == f"the pass key is {row['answers'][0]} . remember it . {row['answers'][0]} is the pass key ."
+    elif task == "fact_extraction":
+        assert fact_text == row["answers"][0]
+    else:
+        assert f"is {row['answers'][0]} ." in fact_text
+        filler = {w for w, keep in zip(words, labels, strict=True) if not keep}
+        assert not filler & ({"code", "for", "points", "to"} | set(synthetic.NAMES))

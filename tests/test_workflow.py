@@ -20,6 +20,9 @@ TINY = {
         "passkey-200": {"synthetic": "passkey", "words": 200},
         "facts-200": {"synthetic": "fact_extraction", "words": 200},
     },
+    # lingua2 with lcopt's demo classifier, which the run trains first (rule train_lingua2_demo)
+    "stacks": ["baseline", "lingua2"],
+    "lingua2": {"model": "lcopt-demo-lingua2", "rate": 0.5},
 }
 
 
@@ -76,6 +79,29 @@ def test_run_writes_predictions_scores_tables_and_plots(finished_run):
     assert (r / "benchmarks/inference/demo/baseline/passkey-200.tsv").is_file()
 
 
+def test_run_trains_the_demo_classifier_and_compresses_with_it(finished_run):
+    """The demo LLMLingua-2 classifier the workflow trained keeps fact words and drops filler, measured on rows
+    that neither its training nor its own evaluation saw."""
+    r = finished_run / "results"
+    classifier = r / "models/lingua2/lcopt-demo-lingua2-bert-base-multilingual-cased"
+    summary = json.loads((classifier / "train_summary.json").read_text())
+    assert summary["train_seconds"] < 300 and summary["losses"][-1] < summary["losses"][0] / 2
+    assert (r / "benchmarks/train_lingua2_demo.tsv").is_file() and (r / "logs/train_lingua2_demo.log").is_file()
+    full = [json.loads(x) for x in (r / "prompts/demo/full/facts-200.jsonl").read_text().splitlines()]
+    short = [json.loads(x) for x in (r / "prompts/demo/lingua2/facts-200.jsonl").read_text().splitlines()]
+    for f, s in zip(full, short, strict=True):
+        assert s["n_tokens"] < f["n_tokens"] and 1.5 < s["compression_ratio"] < 2.8
+    preds = [json.loads(x) for x in (r / "predictions/demo/lingua2/facts-200.jsonl").read_text().splitlines()]
+    assert len(preds) == 3 and all(p["status"] == "ok" for p in preds)
+
+    from lcopt import lingua2
+    from lcopt.lingua2_demo import keep_rates, labelled_rows
+
+    rows = list(labelled_rows(12, "held-out-test", 1024, 1024))  # all four tasks, 3 rows each
+    rates = keep_rates(lingua2.load_compressor(classifier), rows, rate=0.5)
+    assert rates["fact_words_kept"] >= 0.9 and rates["filler_words_kept"] <= 0.6, rates
+
+
 def test_rerun_does_nothing(finished_run):
     out = snakemake(finished_run, TINY)
     assert "Nothing to be done" in out
@@ -84,7 +110,16 @@ def test_rerun_does_nothing(finished_run):
 def test_adding_a_dataset_schedules_only_its_jobs(finished_run):
     config = TINY | {"datasets": TINY["datasets"] | {"kv-200": {"synthetic": "kv_retrieval", "words": 200}}}
     counts = job_counts(snakemake(finished_run, config, "-n"))
-    assert counts == {"dataset": 1, "prompts": 1, "inference": 1, "score": 1, "aggregate": 1, "plots": 1, "all": 1}
+    assert counts == {
+        "dataset": 1,
+        "compress_contexts": 1,
+        "prompts": 2,
+        "inference": 2,
+        "score": 2,
+        "aggregate": 1,
+        "plots": 1,
+        "all": 1,
+    }
 
 
 def test_adding_a_model_schedules_only_its_jobs(finished_run):
@@ -93,9 +128,9 @@ def test_adding_a_model_schedules_only_its_jobs(finished_run):
     counts = job_counts(out)
     assert counts == {
         "model_variant": 1,
-        "prompts": 2,
-        "inference": 2,
-        "score": 2,
+        "prompts": 4,  # full and lingua2 prompts: the compressed contexts are shared
+        "inference": 4,
+        "score": 4,
         "aggregate": 1,
         "plots": 1,
         "all": 1,
@@ -105,9 +140,8 @@ def test_adding_a_model_schedules_only_its_jobs(finished_run):
 
 def test_prompt_compression_runs_once_per_dataset_for_all_models(tmp_path):
     """lingua2 (a tiny local LLMLingua-2 classifier) composed with kivi4; two models share the compression."""
-    from conftest import build_tiny_classifier
-
     from lcopt import synthetic
+    from lcopt.lingua2_demo import build_tiny_classifier
 
     texts = [r["context"] for r in synthetic.generate("passkey", 200, 3, 0)]
     classifier = build_tiny_classifier(tmp_path / "models", texts)

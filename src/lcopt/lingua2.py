@@ -39,6 +39,9 @@ MODEL_FAMILIES = ("xlm-roberta-large", "bert-base-multilingual-cased")
 _CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
 _CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
 
+# Separators of llmlingua's word-label output (return_word_label), chosen to occur in no word.
+_WORD_SEP, _LABEL_SEP = "\n\x00", "\x01"
+
 # Room left in each window for tokenizing a word in context differently from on its own.
 _WINDOW_MARGIN = 32
 
@@ -170,30 +173,53 @@ def _split_for_classifier(text: str, tokenizer: Any, max_tokens: int) -> tuple[l
     return pieces, gaps
 
 
-def compress_context(context: str, compressor: PromptCompressor, rate: float = 0.5) -> dict[str, Any]:
-    """Compress one context to about `rate` of its GPT-3.5 tokens; returns the text and LLMLingua's token counts."""
+def compress_context(
+    context: str, compressor: PromptCompressor, rate: float = 0.5, word_labels: bool = False
+) -> dict[str, Any]:
+    """Compress one context to about `rate` of its GPT-3.5 tokens; returns the text and LLMLingua's token counts.
+
+    `word_labels` adds `word_labels`: LLMLingua-2's own keep decision (1 kept, 0 dropped) for each
+    whitespace-separated word of `context`, which measuring what a classifier keeps needs: aligning the
+    compressed text with the original is ambiguous wherever a word repeats."""
     if not 0 < rate <= 1:
         raise ValueError(f"rate must be in (0, 1], got {rate}")
     max_tokens = compressor.max_seq_len - 2 - _WINDOW_MARGIN  # 2: [CLS]/<s> and [SEP]/</s>
     pieces, gaps = _split_for_classifier(context, compressor.tokenizer, max_tokens)
     if not pieces:
-        return {"context": "", "original_tokens": 0, "compressed_tokens": 0}
+        empty: dict[str, Any] = {"context": "", "original_tokens": 0, "compressed_tokens": 0}
+        return empty | {"word_labels": []} if word_labels else empty
     result = compressor.compress_prompt(
         pieces,
         rate=rate,
         use_context_level_filter=False,  # would drop whole pieces: the study compresses at the token level only
         use_token_level_filter=True,
+        return_word_label=word_labels,
+        word_sep=_WORD_SEP,
+        label_sep=_LABEL_SEP,
     )
     kept = result["compressed_prompt_list"]
     text = kept[0]
     for gap, piece in zip(gaps, kept[1:], strict=True):
         if piece:
             text = f"{text}{gap}{piece}" if text else piece
-    return {
+    out = {
         "context": text,
         "original_tokens": int(result["origin_tokens"]),
         "compressed_tokens": int(result["compressed_tokens"]),
     }
+    if word_labels:
+        out["word_labels"] = _word_labels(result["fn_labeled_original_prompt"], context.split())
+    return out
+
+
+def _word_labels(labelled: str, words: list[str]) -> list[int]:
+    """Parse llmlingua's "word<label_sep>label" list, checking that its words are `words` (they are LLMLingua-2's
+    merged word pieces, which equal whitespace words for text whose punctuation is set off by spaces)."""
+    pairs = [item.rsplit(_LABEL_SEP, 1) for item in labelled.split(_WORD_SEP)]
+    got = [w for w, _ in pairs]
+    if got != words:
+        raise ValueError(f"LLMLingua-2's words differ from the context's whitespace words: {len(got)} vs {len(words)}")
+    return [int(label) for _, label in pairs]
 
 
 def compress_rows(rows: list[dict], compressor: PromptCompressor, rate: float = 0.5) -> list[dict]:

@@ -303,11 +303,16 @@ _GENERATORS = {
 }
 
 
-def make_sample(task: str, n_words: int, rng: random.Random, sample_id: str, followups: int = 0) -> dict:
+def make_sample(
+    task: str, n_words: int, rng: random.Random, sample_id: str, followups: int = 0, fact_labels: bool = False
+) -> dict:
     """One row: filler sentences up to about `n_words` words with the task's facts at random depths.
 
     `followups` > 0 adds up to that many further questions on the same context (`followups` field),
-    which training uses for denser supervision; benchmark rows have none."""
+    which training uses for denser supervision; benchmark rows have none. `fact_labels` adds
+    `fact_labels`: 1 for each context word (whitespace-split) from a fact sentence, 0 for filler, the
+    supervision of the demo LLMLingua-2 classifier (`lingua2_demo.py`). Neither option draws from `rng`,
+    so the other fields are the same with or without them."""
     if task not in _GENERATORS:
         raise ValueError(f"unknown synthetic task {task!r}; allowed: {', '.join(TASKS)}")
     spec = _GENERATORS[task](rng, n_words)
@@ -321,6 +326,7 @@ def make_sample(task: str, n_words: int, rng: random.Random, sample_id: str, fol
     # Facts go between filler sentences at sorted random slots, keeping their order.
     slots = sorted(rng.randint(0, len(filler)) for _ in spec.facts)
     sentences: list[list[str]] = []
+    is_fact: list[bool] = []
     needle_sentence = 0
     fact_iter = iter(enumerate(spec.facts))
     pending = next(fact_iter, None)
@@ -329,11 +335,15 @@ def make_sample(task: str, n_words: int, rng: random.Random, sample_id: str, fol
             if pending[0] == spec.needle_index:
                 needle_sentence = len(sentences)
             sentences.append(pending[1])
+            is_fact.append(True)
             pending = next(fact_iter, None)
         if slot < len(filler):
             sentences.append(filler[slot])
+            is_fact.append(False)
     context = " ".join(" ".join(s) for s in sentences)
     extra = {"followups": [list(f) for f in spec.followups[:followups]]} if followups else {}
+    if fact_labels:
+        extra["fact_labels"] = [int(fact) for s, fact in zip(sentences, is_fact, strict=True) for _ in s]
     return {
         "_id": sample_id,
         "dataset": task,

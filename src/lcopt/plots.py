@@ -35,6 +35,12 @@ def _grid(n: int):
     return fig, list(axes.flat[:n])
 
 
+def _styles(variants: list) -> dict:
+    """A distinct (colour, marker) per variant: 20 colours, then the markers change."""
+    markers = "osD^v<>P*X"
+    return {v: (plt.get_cmap("tab20")(i % 20), markers[(i // 20) % len(markers)]) for i, v in enumerate(variants)}
+
+
 def _points(long: pl.DataFrame, x_metric: str) -> pl.DataFrame:
     quality = long.filter((pl.col("kind") == "quality") & (pl.col("metric") == "score")).select(
         "model", "stack", "dataset", pl.col("value").alias("score"), "ci_low", "ci_high"
@@ -50,7 +56,7 @@ def quality_vs(long: pl.DataFrame, x_metric: str, x_label: str, scale: float, pa
     pts = _points(long, x_metric)
     datasets = sorted(pts["dataset"].unique().to_list()) or ["(no data)"]
     variants = sorted(set(pts.select("model", "stack").rows()))
-    colours = {v: plt.get_cmap("tab10")(i % 10) for i, v in enumerate(variants)}
+    styles = _styles(variants)
     fig, axes = _grid(len(datasets))
     for ax, ds in zip(axes, datasets, strict=True):
         for r in pts.filter(pl.col("dataset") == ds).iter_rows(named=True):
@@ -59,9 +65,9 @@ def quality_vs(long: pl.DataFrame, x_metric: str, x_label: str, scale: float, pa
                 r["x"] * scale,
                 100 * r["score"],
                 yerr=yerr,
-                fmt="o",
+                fmt=styles[(r["model"], r["stack"])][1],
                 capsize=3,
-                color=colours[(r["model"], r["stack"])],
+                color=styles[(r["model"], r["stack"])][0],
                 label=f"{r['model']} / {r['stack']}",
             )
         ax.set_title(ds)
@@ -112,32 +118,30 @@ def precision_recall(long: pl.DataFrame, path: Path) -> None:
 
 
 def score_bars(long: pl.DataFrame, path: Path) -> None:
-    q = long.filter((pl.col("kind") == "quality") & (pl.col("metric") == "score")).sort(["dataset", "model", "stack"])
+    """One panel per dataset, one horizontal bar per (model, stack): readable for any number of stacks."""
+    q = long.filter((pl.col("kind") == "quality") & (pl.col("metric") == "score"))
     datasets = sorted(q["dataset"].unique().to_list()) or ["(no data)"]
-    variants = q.select("model", "stack").unique(maintain_order=True).rows()
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(datasets) * max(1, len(variants)) * 0.6), 4.5))
-    width = 0.8 / max(1, len(variants))
-    for i, (model, stack) in enumerate(variants):
-        sub = {
-            r["dataset"]: r
-            for r in q.filter((pl.col("model") == model) & (pl.col("stack") == stack)).iter_rows(named=True)
-        }
-        xs = [j + i * width for j, ds in enumerate(datasets) if ds in sub]
-        rows = [sub[ds] for ds in datasets if ds in sub]
-        ax.bar(
-            xs,
-            [100 * r["value"] for r in rows],
-            width,
-            yerr=[[100 * (r["value"] - r["ci_low"]) for r in rows], [100 * (r["ci_high"] - r["value"]) for r in rows]],
-            capsize=2,
-            label=f"{model} / {stack}",
-        )
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(datasets))], datasets, rotation=30, ha="right")
-    ax.set_ylabel("LongBench score (×100), 95% CI")
-    ax.set_ylim(0, 105)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_title("Score per dataset")
+    variants = sorted(set(q.select("model", "stack").rows()))
+    styles = _styles(variants)
+    fig, axes = _grid(len(datasets))
+    rows = math.ceil(len(axes) / 3)  # _grid's rows: room for one bar per variant in each
+    fig.set_figheight(max(fig.get_figheight(), rows * (0.22 * len(variants) + 1)))
+    for ax, ds in zip(axes, datasets, strict=True):
+        rows = {(r["model"], r["stack"]): r for r in q.filter(pl.col("dataset") == ds).iter_rows(named=True)}
+        shown = [v for v in variants if v in rows]
+        values = [100 * rows[v]["value"] for v in shown]
+        errors = [
+            [100 * (rows[v]["value"] - rows[v]["ci_low"]) for v in shown],
+            [100 * (rows[v]["ci_high"] - rows[v]["value"]) for v in shown],
+        ]
+        ax.barh(range(len(shown)), values, xerr=errors, capsize=2, color=[styles[v][0] for v in shown])
+        ax.set_yticks(range(len(shown)), [f"{m} / {st}" for m, st in shown], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 105)
+        ax.set_xlabel("LongBench score (×100), 95% CI")
+        ax.set_title(ds)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Score per dataset")
     _save(fig, path)
 
 

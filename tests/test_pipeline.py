@@ -65,16 +65,31 @@ def test_a_partial_file_of_other_inputs_is_not_resumed(demo_job, tmp_path):
     assert read_jsonl(out)[0]["ttft_s"] > 0  # recomputed
 
 
-def test_out_of_memory_is_recorded_and_the_job_goes_on(demo_job, tmp_path, monkeypatch):
+def fail_on_sample(demo_job, monkeypatch, index: int, fail) -> str:
+    """Make inference call `fail()` on the `index`-th prompt (the others run for real); returns its _id."""
     real = inference.generate_one
-    victim = read_jsonl(demo_job / "prompts.jsonl")[1]["_id"]
+    victim = read_jsonl(demo_job / "prompts.jsonl")[index]["_id"]
 
-    def flaky(model, tokenizer, prompt, *args):
+    def generate_one(model, tokenizer, prompt, *args):
         if prompt["_id"] == victim:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            fail()
         return real(model, tokenizer, prompt, *args)
 
-    monkeypatch.setattr(inference, "generate_one", flaky)
+    monkeypatch.setattr(inference, "generate_one", generate_one)
+    return victim
+
+
+def raise_(exc: BaseException):
+    def fail():
+        raise exc
+
+    return fail
+
+
+def test_out_of_memory_is_recorded_and_the_job_goes_on(demo_job, tmp_path, monkeypatch):
+    fail_on_sample(
+        demo_job, monkeypatch, 1, raise_(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    )
     out = tmp_path / "preds.jsonl"
     inference.run(demo_job / "variant.json", demo_job / "prompts.jsonl", out, device="cpu")
     preds = read_jsonl(out)
@@ -91,15 +106,8 @@ def test_out_of_memory_is_recorded_and_the_job_goes_on(demo_job, tmp_path, monke
 
 def test_a_real_cpu_allocation_failure_is_recorded_as_oom(demo_job, tmp_path, monkeypatch):
     """The CPU allocator's own error (a RuntimeError, not torch.OutOfMemoryError) counts as out of memory."""
-    real = inference.generate_one
-    victim = read_jsonl(demo_job / "prompts.jsonl")[2]["_id"]
-
-    def greedy(model, tokenizer, prompt, *args):
-        if prompt["_id"] == victim:
-            torch.empty(1 << 60, dtype=torch.uint8)  # 1 EiB: fails in the allocator
-        return real(model, tokenizer, prompt, *args)
-
-    monkeypatch.setattr(inference, "generate_one", greedy)
+    one_exbibyte = 1 << 60  # fails in the allocator
+    fail_on_sample(demo_job, monkeypatch, 2, lambda: torch.empty(one_exbibyte, dtype=torch.uint8))
     out = tmp_path / "preds.jsonl"
     inference.run(demo_job / "variant.json", demo_job / "prompts.jsonl", out, device="cpu")
     preds = read_jsonl(out)
@@ -109,15 +117,7 @@ def test_a_real_cpu_allocation_failure_is_recorded_as_oom(demo_job, tmp_path, mo
 
 def test_an_error_that_is_not_per_sample_stops_the_job(demo_job, tmp_path, monkeypatch):
     """Any other error fails the job, naming the sample, and keeps the finished samples for a rerun."""
-    real = inference.generate_one
-    victim = read_jsonl(demo_job / "prompts.jsonl")[1]["_id"]
-
-    def broken(model, tokenizer, prompt, *args):
-        if prompt["_id"] == victim:
-            raise RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED")
-        return real(model, tokenizer, prompt, *args)
-
-    monkeypatch.setattr(inference, "generate_one", broken)
+    victim = fail_on_sample(demo_job, monkeypatch, 1, raise_(RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED")))
     out = tmp_path / "preds.jsonl"
     with pytest.raises(inference.InferenceError) as err:
         inference.run(demo_job / "variant.json", demo_job / "prompts.jsonl", out, device="cpu")

@@ -68,6 +68,7 @@ class TrainConfig:
     num_kv_heads: int = 4
     max_position_embeddings: int = 4096
     rope_theta: float = 10000.0
+    offset_heads: float = 0.0  # > 0: layer-0 heads start as fixed-offset heads of this sharpness
     tasks: tuple[str, ...] = synthetic.TASKS  # cycled per batch row; repeat a task to weight it
     eval_samples: int = 64
     eval_words: tuple[int, ...] = (1024,)
@@ -113,7 +114,51 @@ def build_model(tokenizer, cfg: TrainConfig):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    return LlamaForCausalLM(config)
+    model = LlamaForCausalLM(config)
+    if cfg.offset_heads > 0:
+        init_offset_heads(model, cfg.offset_heads)
+    return model
+
+
+@torch.no_grad()
+def init_offset_heads(model, sharpness: float, seed: int = 0) -> None:
+    """Start layer-0 head h as a head that attends h + 1 tokens back, all heads with one shared OV map.
+
+    Key-value lookup needs, at the value, the key a few tokens earlier and, at the answer, the key
+    asked a few tokens earlier. A small model trained from random weights has to find such
+    fixed-offset heads by itself, and on these tasks it sat at chance for thousands of steps; a
+    short convolution gives them for free in the architectures that solve associative recall
+    easily. Here the heads start out that way: every token embedding gets a shared direction `u`,
+    query and key read only `u`, and the query is rotated by h + 1 RoPE steps, so the score peaks
+    at that offset. The shared value/output map makes layer 0 write the same vector for a token
+    whatever its offset, so a later head can match the key at the value with the key in the
+    question. It is only an initialisation: training keeps or changes it, and the model stays a
+    plain `LlamaForCausalLM`.
+    """
+    cfg = model.config
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    gen = torch.Generator().manual_seed(seed)
+    shared = torch.randn(cfg.hidden_size, generator=gen)
+    shared /= shared.norm()
+    emb = model.get_input_embeddings().weight
+    emb += emb.norm(dim=1).mean() * shared.to(emb)
+    attn = model.model.layers[0].self_attn
+    theta = cfg.rope_parameters["rope_theta"] ** (-torch.arange(0, head_dim, 2).float() / head_dim)
+    # Slow frequencies cannot tell nearby offsets apart; they would only add noise to the score.
+    fast = (theta > 0.05).float().repeat(2)
+    key = torch.cat([torch.ones(head_dim // 2), torch.zeros(head_dim // 2)])
+    value = attn.v_proj.weight[:head_dim].clone()
+    out = attn.o_proj.weight[:, :head_dim].clone()
+    for kv_head in range(cfg.num_key_value_heads):
+        rows = slice(kv_head * head_dim, (kv_head + 1) * head_dim)
+        attn.k_proj.weight[rows] = torch.outer(key, shared)
+        attn.v_proj.weight[rows] = value
+    for head in range(cfg.num_attention_heads):
+        rows = slice(head * head_dim, (head + 1) * head_dim)
+        offset = head + 1
+        query = sharpness * fast * torch.cat([torch.cos(offset * theta), -torch.sin(offset * theta)])
+        attn.q_proj.weight[rows] = torch.outer(query, shared)
+        attn.o_proj.weight[:, rows] = out
 
 
 def words_at(step: int, cfg: TrainConfig, rng: random.Random) -> int:

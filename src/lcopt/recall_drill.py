@@ -34,7 +34,7 @@ FORMATS = ("value_after_is", "value_at_question_offset", "induction")
 class DrillConfig:
     format: str = "value_at_question_offset"
     pairs: int = 4
-    filler_sentences: int = 2
+    filler_sentences: int = 4
     questions: int = 4
     batch_size: int = 256
     layers: int = 2

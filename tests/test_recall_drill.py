@@ -15,12 +15,12 @@ def test_answers_are_the_asked_keys_values(fmt):
     for row, row_mask in zip(ids.tolist(), mask.tolist(), strict=True):
         # each key's value in the context, read off the fact sentences
         lo, n = drill.KEYS
+        offset = {"value_after_is": 2, "value_at_question_offset": 4, "induction": 1}[fmt]
         value_of = {}
         for i, tok in enumerate(row):
-            if lo <= tok < lo + n and i + 1 < len(row):
-                offset = {"value_after_is": 2, "value_at_question_offset": 4, "induction": 1}[fmt]
-                if drill.VALUES[0] <= row[i + offset] < sum(drill.VALUES):
-                    value_of.setdefault(tok, row[i + offset])
+            is_key = lo <= tok < lo + n and i + offset < len(row)
+            if is_key and drill.VALUES[0] <= row[i + offset] < sum(drill.VALUES):
+                value_of.setdefault(tok, row[i + offset])
         assert len(value_of) == 5
         for pos, m in enumerate(row_mask):
             if m:

@@ -121,7 +121,7 @@ def build_model(tokenizer, cfg: TrainConfig):
 
 
 @torch.no_grad()
-def init_offset_heads(model, sharpness: float, seed: int = 0) -> None:
+def init_offset_heads(model, sharpness: float) -> None:
     """Start layer-0 head h as a head that attends h + 1 tokens back, all heads with one shared OV map.
 
     Key-value lookup needs, at the value, the key a few tokens earlier and, at the answer, the key
@@ -137,8 +137,7 @@ def init_offset_heads(model, sharpness: float, seed: int = 0) -> None:
     """
     cfg = model.config
     head_dim = cfg.hidden_size // cfg.num_attention_heads
-    gen = torch.Generator().manual_seed(seed)
-    shared = torch.randn(cfg.hidden_size, generator=gen)
+    shared = torch.randn(cfg.hidden_size, generator=torch.Generator().manual_seed(0))
     shared /= shared.norm()
     emb = model.get_input_embeddings().weight
     emb += emb.norm(dim=1).mean() * shared.to(emb)

@@ -264,7 +264,7 @@ def test_synthetic_dataset_is_deterministic_and_sized(task, tmp_path):
             assert f"the pass key is {answer} ." in row["context"]
         else:
             key = row["input"].split()[-2]
-            assert f"the code for {key} is {answer} ." in row["context"]
+            assert f"the code for {key} is the number {answer} ." in row["context"]
     assert len(build_dataset({**spec, "samples": 2}, {}, tmp_path)[0]) == 2
 
 

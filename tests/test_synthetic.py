@@ -26,14 +26,14 @@ def test_answers_are_in_the_context_where_the_task_says():
         assert f"the pass key is {row['answers'][0]} ." in row["context"]
     for row in synthetic.generate("kv_retrieval", 512, 10, 0):
         key = row["input"].split()[-2]
-        assert f"the code for {key} is {row['answers'][0]} ." in row["context"]
+        assert f"the code for {key} is the number {row['answers'][0]} ." in row["context"]
         assert row["context"].count(f"the code for {key} is") == 1
     for row in synthetic.generate("multi_hop", 512, 10, 0):
-        source = row["input"].split()[-4]
+        source = row["input"].split()[-2]
         (target,) = [
-            w.rstrip(" .").split()[-1] for w in row["context"].split(" . ") if w.startswith(f"{source} points to")
+            w.rstrip(" .").split()[-1] for w in row["context"].split(" . ") if w.startswith(f"{source} is linked to")
         ]
-        assert f"the code for {target} is {row['answers'][0]}" in row["context"]
+        assert f"the code for {target} is the number {row['answers'][0]} ." in row["context"]
     for row in synthetic.generate("fact_extraction", 512, 10, 0):
         facts = row["answers"][0].split(" . ")
         positions = [row["context"].index(f.rstrip(" .")) for f in facts]
@@ -52,7 +52,7 @@ def test_followups_only_when_asked():
     row = synthetic.make_sample("kv_retrieval", 400, random.Random(1), "b", followups=3)
     assert len(row["followups"]) == 3
     for question, answer in row["followups"]:
-        assert f"the code for {question.split()[-2]} is {answer} ." in row["context"]
+        assert f"the code for {question.split()[-2]} is the number {answer} ." in row["context"]
 
 
 def test_unknown_task():
@@ -69,11 +69,12 @@ def test_vocabulary_covers_every_generated_word():
 
 
 # sha256 of the default run's rows (1,024 words, 40 rows, seed 0) as written by write_jsonl_atomic, recorded
-# before `fact_labels` existed: the benchmark data must not change when training options are added.
+# when the code and link facts took their present wording ("is the number", "is linked to"): the benchmark
+# data must not change when training options are added.
 ROWS_SHA256 = {
     "passkey": "2319762fc8ddd9cd8fc44c16d4f461872979f1149fb59b3bb0245254126558ac",
-    "kv_retrieval": "ed7c8e5dd3c7ad797587d7e1d290c70e3167b87777d890aa5cd5d051e6897568",
-    "multi_hop": "c7bce5206e8e46d2aa02afd65f533e3c63a6c1bd02fcd3a71db0e5d9801eb02d",
+    "kv_retrieval": "799cec71a923ac8280b8021f819e50f00fa58208e79ce1ad2416243b78709fd9",
+    "multi_hop": "be3ec8b2f23965af3c68cbd9dcb284250711639f96e0ae42531440291cd417e0",
     "fact_extraction": "e337f35dd4f1bdd72d6658bfa8c48a9858907b70d8c8a735962eca079145d104",
 }
 
@@ -101,6 +102,6 @@ def test_fact_labels_mark_exactly_the_fact_sentences(task):
     elif task == "fact_extraction":
         assert fact_text == row["answers"][0]
     else:
-        assert f"is {row['answers'][0]} ." in fact_text
+        assert f"is the number {row['answers'][0]} ." in fact_text
         filler = {w for w, keep in zip(words, labels, strict=True) if not keep}
-        assert not filler & ({"code", "for", "points", "to"} | set(synthetic.NAMES))
+        assert not filler & ({"code", "for", "number", "linked", "to"} | set(synthetic.NAMES))

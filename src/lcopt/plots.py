@@ -41,6 +41,12 @@ def _styles(variants: list) -> dict:
     return {v: (plt.get_cmap("tab20")(i % 20), markers[(i // 20) % len(markers)]) for i, v in enumerate(variants)}
 
 
+def _err_bars(value: float, low: float, high: float) -> tuple[float, float]:
+    """Error-bar lengths (×100), clipped at 0: when every resample is equal (say all 1.0), the CI
+    can miss the mean by a float rounding step, and matplotlib refuses negative lengths."""
+    return max(0.0, 100 * (value - low)), max(0.0, 100 * (high - value))
+
+
 def _points(long: pl.DataFrame, x_metric: str) -> pl.DataFrame:
     quality = long.filter((pl.col("kind") == "quality") & (pl.col("metric") == "score")).select(
         "model", "stack", "dataset", pl.col("value").alias("score"), "ci_low", "ci_high"
@@ -60,7 +66,7 @@ def quality_vs(long: pl.DataFrame, x_metric: str, x_label: str, scale: float, pa
     fig, axes = _grid(len(datasets))
     for ax, ds in zip(axes, datasets, strict=True):
         for r in pts.filter(pl.col("dataset") == ds).iter_rows(named=True):
-            yerr = [[100 * (r["score"] - r["ci_low"])], [100 * (r["ci_high"] - r["score"])]]
+            yerr = [[d] for d in _err_bars(r["score"], r["ci_low"], r["ci_high"])]
             ax.errorbar(
                 r["x"] * scale,
                 100 * r["score"],
@@ -130,10 +136,8 @@ def score_bars(long: pl.DataFrame, path: Path) -> None:
         rows = {(r["model"], r["stack"]): r for r in q.filter(pl.col("dataset") == ds).iter_rows(named=True)}
         shown = [v for v in variants if v in rows]
         values = [100 * rows[v]["value"] for v in shown]
-        errors = [
-            [100 * (rows[v]["value"] - rows[v]["ci_low"]) for v in shown],
-            [100 * (rows[v]["ci_high"] - rows[v]["value"]) for v in shown],
-        ]
+        bars = [_err_bars(rows[v]["value"], rows[v]["ci_low"], rows[v]["ci_high"]) for v in shown]
+        errors = [[lo for lo, _ in bars], [hi for _, hi in bars]]
         ax.barh(range(len(shown)), values, xerr=errors, capsize=2, color=[styles[v][0] for v in shown])
         ax.set_yticks(range(len(shown)), [f"{m} / {st}" for m, st in shown], fontsize=7)
         ax.invert_yaxis()

@@ -8,10 +8,11 @@ first question of each row is answered right, every `--every` steps, so a format
 initialisation that makes lookup learnable shows up in a minute or two of GPU time.
 
 Formats (the context fact, then what comes between the asked key and the answer):
-- `value_after_is`: "the code for K is V ." (the synthetic task's format): K sits 2 tokens before V
-  in the fact but 4 before the answer position in the question.
-- `value_at_question_offset`: "the code for K has the code V .": K sits 4 tokens before V, as it
-  does before the answer position, so one fixed-offset head carries K to both places.
+- `value_after_is`: "the code for K is V ." (the synthetic task's first format): K sits 2 tokens
+  before V in the fact but 4 before the answer position in the question.
+- `value_at_question_offset`: "the code for K is the number V ." (the synthetic task's format now):
+  K sits 4 tokens before V, as it does before the answer position, so one fixed-offset head carries
+  K to both places.
 - `induction`: "K V ." and a bare-key question "question K" -> V, the textbook induction setting.
 """
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 # Token ids: a few template words, then keys, values and filler words in disjoint ranges.
-THE, CODE, FOR, IS, HAS, DOT, QUESTION, COLON, WHAT, QMARK, ANSWER, ASSISTANT, END, BOS = range(14)
+THE, CODE, FOR, IS, NUMBER, DOT, QUESTION, COLON, WHAT, QMARK, ANSWER, ASSISTANT, END, BOS = range(14)
 KEYS, VALUES, FILLERS = (32, 400), (432, 1000), (1432, 100)  # (first id, count)
 VOCAB_SIZE = 1532
 FORMATS = ("value_after_is", "value_at_question_offset", "induction")
@@ -66,7 +67,7 @@ def make_batch(cfg: DrillConfig, gen: torch.Generator, device: str = "cpu") -> t
     values = rand(VALUES, (b, p))
     word = {
         "value_after_is": [THE, CODE, FOR, "K", IS, "V", DOT],
-        "value_at_question_offset": [THE, CODE, FOR, "K", HAS, THE, CODE, "V", DOT],
+        "value_at_question_offset": [THE, CODE, FOR, "K", IS, THE, NUMBER, "V", DOT],
         "induction": ["K", "V", DOT],
     }[cfg.format]
     facts = torch.stack([keys if w == "K" else values if w == "V" else full((b, p), w) for w in word], 2)

@@ -182,7 +182,7 @@ def vocabulary() -> list[str]:
             QA_TEMPLATE,
             EXTRACTION_TEMPLATE,
             _QUESTIONS_TEXT,
-            "the pass key is . remember it . points to moved code for and while a name that , ? : ;",
+            "the pass key is . remember it . linked to moved code for number and while a name that , ? : ;",
         ]
     )
     words |= set(fixed_text.lower().replace("{context}", " ").replace("{input}", " ").split())
@@ -190,7 +190,7 @@ def vocabulary() -> list[str]:
 
 
 _QUESTIONS_TEXT = (
-    "what is the pass key ? what is the code for ? what is the code for the name that points to ? "
+    "what is the pass key ? what is the code for ? what is the code for the name linked to ? "
     "list every move in the text , in order ."
 )
 
@@ -256,27 +256,36 @@ def _kv_pairs(rng: random.Random, n_words: int) -> tuple[list[str], list[str]]:
     return rng.sample(NAMES, n_pairs), [_code(rng) for _ in range(n_pairs)]
 
 
+def _code_fact(name: str, code: str) -> list[str]:
+    """The key sits 4 words before its code, as the asked key sits 4 tokens before the answer
+    ("... {name} ? answer : <|assistant|>"): one fixed-offset attention head then carries the key to
+    both places, and lookup becomes learnable for the small demo model (README, demo model)."""
+    return f"the code for {name} is the number {code} .".split()
+
+
 def _kv_retrieval(rng: random.Random, n_words: int) -> _Sample:
     names, codes = _kv_pairs(rng, n_words)
-    facts = [f"the code for {n} is {c} .".split() for n, c in zip(names, codes, strict=True)]
+    facts = [_code_fact(n, c) for n, c in zip(names, codes, strict=True)]
     target, *others = rng.sample(range(len(names)), len(names))
     followups = [(f"what is the code for {names[i]} ?", codes[i]) for i in others]
     return _Sample(facts, f"what is the code for {names[target]} ?", [codes[target]], target, followups)
 
 
 def _multi_hop(rng: random.Random, n_words: int) -> _Sample:
-    """`a points to b` plus `the code for b is ...`: the answer needs two lookups."""
+    """`a is linked to b` plus `the code for b is the number ...`: the answer needs two lookups.
+
+    As in the code facts, b sits 4 words after a, as far as the answer position after a in the question."""
     n_links = max(2, n_words // 80)
     names = rng.sample(NAMES, 2 * n_links)
     sources, targets = names[:n_links], names[n_links:]
     codes = [_code(rng) for _ in range(n_links)]
-    links = [f"{s} points to {t} .".split() for s, t in zip(sources, targets, strict=True)]
-    code_facts = [f"the code for {t} is {c} .".split() for t, c in zip(targets, codes, strict=True)]
+    links = [f"{s} is linked to {t} .".split() for s, t in zip(sources, targets, strict=True)]
+    code_facts = [_code_fact(t, c) for t, c in zip(targets, codes, strict=True)]
     facts = links + code_facts
     order = list(range(len(facts)))
     rng.shuffle(order)
     target, *others = rng.sample(range(n_links), n_links)
-    question = "what is the code for the name that {} points to ?"
+    question = "what is the code for the name linked to {} ?"
     followups = [(question.format(sources[i]), codes[i]) for i in others]
     return _Sample(
         [facts[i] for i in order],

@@ -259,6 +259,7 @@ def test_demo_training_rule_runs_a_few_steps(tmp_path):
             "train": {
                 "steps": 3,
                 "tokens_per_step": 512,
+                "min_words": 32,
                 "max_words": 40,
                 "eval_samples": 0,
                 "stop_after_step": None,

@@ -1,5 +1,3 @@
-
-
 def test_error_bars_clip_a_rounding_miss():
     from lcopt.plots import _err_bars
 

@@ -1,11 +1,13 @@
 """A minutes-long drill: does a tiny Llama learn key-value lookup in a given fact format?
 
-The demo model never learned `kv_retrieval` (README, demo model): it copies one of the context's
-codes but not the one asked for. Full training runs take the whole GPU budget, so this drill
-isolates the lookup: batches of token ids made on the device (no tokenizer, no text), a few facts
+The first demo model never learned `kv_retrieval` (README, demo model): it copied one of the
+context's codes but not the one asked for. Full training runs take the whole GPU budget, so this
+drill isolates the lookup: batches of token ids made on the device (no tokenizer, no text), a few facts
 among filler sentences, then chat-like questions, the loss on the answers. It prints how often the
 first question of each row is answered right, every `--every` steps, so a format or an
-initialisation that makes lookup learnable shows up in a minute or two of GPU time.
+initialisation that makes lookup learnable shows up in a minute or two of GPU time. Measured, it
+learned in 1 run of 6 with offset heads and the key 4 tokens before its value (seed-dependent; see
+the README), so a run at chance says little about a format.
 
 Formats (the context fact, then what comes between the asked key and the answer):
 - `value_after_is`: "the code for K is V ." (the synthetic task's first format): K sits 2 tokens

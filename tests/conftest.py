@@ -3,6 +3,26 @@ from pathlib import Path
 
 import pytest
 
+# Triton kernels run in Triton's interpreter on a machine without a GPU (set before anything imports triton).
+try:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+        import triton.runtime.interpreter as _interpreter
+
+        _patch_lang_tensor = _interpreter._patch_lang_tensor
+
+        def _patch_with_scalar_index(tensor, scope):
+            """Triton 3.6's interpreter makes loop bounds read from memory with int() of a 1-element
+            array, which NumPy >= 2.4 refuses; take the element instead."""
+            _patch_lang_tensor(tensor, scope)
+            scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+        _interpreter._patch_lang_tensor = _patch_with_scalar_index
+except ImportError:
+    pass
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -2,11 +2,17 @@
 
 Each finished sample is appended to `<out>.partial` and flushed, so a killed job loses at most the
 sample in flight and a rerun continues from the next one (only if the job's inputs and settings are
-the same: `<out>.partial.key`); the final file appears (atomically) only
-when every sample is done. Timings come from a streamer that stamps every generated token: time to
-first token (prefill), per-output-token time (decode), end to end. Memory: torch's peak allocation
-and NVML's device usage on a GPU, the process's peak RSS on a CPU; the KV cache's real bytes are
-summed from the cache object after generation.
+the same: `<out>.partial.key`); the final file appears (atomically) only when every sample is done.
+
+Two engines produce the same record: `reference` is `transformers`' own `generate` with the stack's
+cache object (every device; the cross-check), `fast` is `lcopt.engine` (CUDA graphs, a preallocated
+cache, fused decode attention; the default on a GPU for the architectures it runs). Every job first
+runs one untimed warm-up generation, so library start-up, kernel compilation and graph capture stay
+out of the timed samples. Per sample: time to first token (prefill + first token), per-token decode
+time (mean and median), end to end; peak memory during the sample (torch's peak allocation summed over
+the model's GPUs, or the process's RSS sampled every millisecond on a CPU) and its rise over the
+memory held when the sample began; the KV cache's bytes; on NVIDIA GPUs the devices (name, UUID),
+their NVML memory and the decode energy per token.
 """
 
 from __future__ import annotations
@@ -15,19 +21,26 @@ import hashlib
 import json
 import logging
 import os
-import resource
+import statistics
+import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
+import psutil
 import torch
 from tqdm import tqdm
 from transformers.generation.streamers import BaseStreamer
 
 from lcopt.io import read_jsonl, write_jsonl_atomic, write_text_atomic
-from lcopt.kvcache import make_cache
+from lcopt.kvcache import make_cache, make_static_cache
 from lcopt.prompts import COMPRESSION_FIELDS
 
 log = logging.getLogger(__name__)
+
+ENGINES = ("auto", "reference", "fast")
+WARMUP_PROMPT_TOKENS = 512
+WARMUP_NEW_TOKENS = 8
 
 
 class InferenceError(RuntimeError):
@@ -86,86 +99,211 @@ def cache_bytes(cache) -> int:
     return total
 
 
-def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+def model_devices(model) -> list[torch.device]:
+    return sorted({p.device for p in model.parameters()}, key=str)
 
 
 class MemoryProbe:
-    """Per-sample peak memory: torch + NVML on CUDA, process peak RSS on CPU."""
+    """Per-sample peak memory of the devices a model uses, plus NVML memory and energy on NVIDIA GPUs."""
 
-    def __init__(self, device: str):
-        self.device = device
-        self.nvml = None
-        if device.startswith("cuda"):
+    def __init__(self, devices: list[torch.device]):
+        self.cuda = [d for d in devices if d.type == "cuda"]
+        self.nvml = []
+        self.gpus = []
+        if self.cuda:
             try:
                 import pynvml
 
                 pynvml.nvmlInit()
-                index = torch.device(device).index or 0
-                self.nvml = (pynvml, pynvml.nvmlDeviceGetHandleByIndex(index))
+                for d in self.cuda:
+                    props = torch.cuda.get_device_properties(d)
+                    uuid = f"GPU-{props.uuid}"
+                    self.nvml.append(pynvml.nvmlDeviceGetHandleByUUID(uuid))
+                    self.gpus.append({"name": props.name, "uuid": uuid})
+                self.pynvml = pynvml
             except Exception as exc:  # NVML is optional; torch's numbers remain
                 log.warning("NVML unavailable: %s", exc)
+                self.nvml = []
+                self.gpus = [{"name": torch.cuda.get_device_properties(d).name, "uuid": None} for d in self.cuda]
+        self._rss_thread = None
+
+    def _energy_mj(self) -> int | None:
+        try:
+            return sum(self.pynvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in self.nvml) if self.nvml else None
+        except Exception:
+            return None
 
     def start(self) -> None:
-        if self.device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats(self.device)
+        if self.cuda:
+            for d in self.cuda:
+                torch.cuda.reset_peak_memory_stats(d)
+            self.start_bytes = sum(torch.cuda.memory_allocated(d) for d in self.cuda)
+            return
+        process = psutil.Process()
+        self.start_bytes = self.peak = process.memory_info().rss
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.wait(0.001):
+                self.peak = max(self.peak, process.memory_info().rss)
+
+        self._rss_thread = threading.Thread(target=sample, daemon=True)
+        self._rss_thread.start()
+
+    def mark_decode(self) -> None:
+        """Called when decoding starts (after the first token): energy is counted from here."""
+        self.energy_start = self._energy_mj()
 
     def read(self) -> dict:
-        if self.device.startswith("cuda"):
-            out = {"peak_mem_bytes": torch.cuda.max_memory_allocated(self.device), "mem_source": "torch.cuda"}
+        if self.cuda:
+            peak = sum(torch.cuda.max_memory_allocated(d) for d in self.cuda)
+            out = {"peak_mem_bytes": peak, "peak_mem_above_start_bytes": peak - self.start_bytes}
+            out["mem_source"] = f"torch.cuda peak allocated, {len(self.cuda)} device(s)"
+            out["gpus"] = self.gpus
             if self.nvml:
-                pynvml, handle = self.nvml
-                out["nvml_used_bytes"] = pynvml.nvmlDeviceGetMemoryInfo(handle).used
+                out["nvml_used_bytes"] = sum(self.pynvml.nvmlDeviceGetMemoryInfo(h).used for h in self.nvml)
             return out
-        return {"peak_mem_bytes": peak_rss_bytes(), "mem_source": "process peak RSS"}
+        self._stop.set()
+        self._rss_thread.join()
+        self.peak = max(self.peak, psutil.Process().memory_info().rss)
+        return {
+            "peak_mem_bytes": self.peak,
+            "peak_mem_above_start_bytes": self.peak - self.start_bytes,
+            "mem_source": "process RSS during the sample (sampled every 1 ms)",
+        }
+
+    def decode_energy_j(self) -> float | None:
+        end = self._energy_mj()
+        start = getattr(self, "energy_start", None)
+        return None if end is None or start is None else (end - start) / 1000
 
 
-def generate_one(
-    model,
-    tokenizer,
-    prompt: dict,
-    max_new_tokens: int,
-    kv_method: str,
-    device: str,
-    probe: MemoryProbe,
-    kv_options: dict | None = None,
-) -> dict:
-    enc = tokenizer(prompt["prompt"], add_special_tokens=prompt["add_special_tokens"], return_tensors="pt").to(device)
-    n_in = enc["input_ids"].shape[1]
-    cache = make_cache(kv_method, model.config, **(kv_options or {}))
-    clock = TokenClock(device)
+def weight_kernels(model) -> list[str]:
+    """The classes that do the layers' matrix products (nn.Linear, or a quantized kernel's class)."""
+    names = set()
+    for module in model.model.layers.modules() if hasattr(model, "model") else model.modules():
+        if hasattr(module, "weight") or hasattr(module, "qweight"):
+            kind = type(module)
+            if kind.__name__.endswith("Norm") or kind.__name__.endswith("Embedding"):
+                continue
+            names.add(getattr(module, "KERNEL", kind.__name__))
+    return sorted(names)
+
+
+class ReferenceRunner:
+    """`transformers`' own `generate`, with the stack's cache object (None: its DynamicCache)."""
+
+    name = "reference"
+
+    def __init__(self, model, kv_method: str, kv_options: dict, device: str):
+        self.model, self.kv_method, self.kv_options, self.device = model, kv_method, kv_options, device
+        self.cache = None
+
+    def generate(self, ids: list[int], max_new_tokens: int, pad_token_id: int, on_decode=None):
+        self.cache = make_cache(self.kv_method, self.model.config, **self.kv_options)
+        clock = TokenClock(self.device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(
+                torch.tensor([ids], device=self.device),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
+                past_key_values=self.cache,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                streamer=clock,
+                pad_token_id=pad_token_id,
+                return_dict_in_generate=True,
+            )
+        if self.cache is None:
+            self.cache = out.past_key_values
+        return out.sequences[0, len(ids) :].tolist(), clock.stamps, start
+
+    def kv_cache_bytes(self, tokens: int) -> int:
+        return cache_bytes(self.cache)
+
+
+class FastRunner:
+    """`lcopt.engine.FastEngine` with the stack's static cache, reserved for the job's longest sample."""
+
+    name = "fast"
+
+    def __init__(self, model, kv_method: str, kv_options: dict, max_len: int):
+        from lcopt.engine import FastEngine
+
+        self.engine = FastEngine(model, make_static_cache(kv_method, model, kv_options))
+        self.engine.reserve(max_len)
+
+    def generate(self, ids: list[int], max_new_tokens: int, pad_token_id: int, on_decode=None):
+        stamps: list[float] = []
+
+        def stamp():
+            stamps.append(time.perf_counter())
+            if len(stamps) == 1 and on_decode:
+                on_decode()
+
+        start = time.perf_counter()
+        tokens = self.engine.generate(ids, max_new_tokens, on_token=stamp)
+        return tokens, stamps, start
+
+    def kv_cache_bytes(self, tokens: int) -> int:
+        return self.engine.cache.bytes_for(tokens)
+
+
+def choose_engine(engine: str, model, device: str) -> str:
+    """`auto`: the fast engine on a GPU where it runs the architecture, else the reference."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}")
+    if engine != "auto":
+        return engine
+    from lcopt.engine import unsupported_reason
+
+    if not device.startswith("cuda"):
+        return "reference"
+    reason = unsupported_reason(model)
+    if reason:
+        log.info("reference engine: the fast engine does not run %s", reason)
+        return "reference"
+    return "fast"
+
+
+def prompt_ids(tokenizer, prompt: dict) -> list[int]:
+    return tokenizer(prompt["prompt"], add_special_tokens=prompt["add_special_tokens"])["input_ids"]
+
+
+def generate_one(runner, tokenizer, prompt: dict, max_new_tokens: int, probe: MemoryProbe) -> dict:
+    ids = prompt_ids(tokenizer, prompt)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     probe.start()
-    start = time.perf_counter()
-    with torch.inference_mode():
-        out = model.generate(
-            **enc,
-            past_key_values=cache,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            streamer=clock,
-            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-            return_dict_in_generate=True,
-        )
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    end = time.perf_counter()
-    new_tokens = out.sequences[0, n_in:]
-    n_out = int(new_tokens.shape[0])
-    stamps = clock.stamps
-    ttft = stamps[0] - start if stamps else end - start
-    tpot = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else None
+    try:
+        new_tokens, stamps, start = runner.generate(ids, max_new_tokens, pad, on_decode=probe.mark_decode)
+        end = time.perf_counter()
+    finally:
+        memory = probe.read()
+    steps = [b - a for a, b in pairwise(stamps)]
+    energy = probe.decode_energy_j()
     return {
         "prediction": tokenizer.decode(new_tokens, skip_special_tokens=True),
-        "n_input_tokens": n_in,
-        "n_output_tokens": n_out,
-        "ttft_s": ttft,
-        "tpot_s": tpot,
+        "n_input_tokens": len(ids),
+        "n_output_tokens": len(new_tokens),
+        "ttft_s": stamps[0] - start if stamps else end - start,
+        "tpot_s": statistics.fmean(steps) if steps else None,
+        "tpot_median_s": statistics.median(steps) if steps else None,
         "e2e_s": end - start,
-        "decode_tokens_per_s": (len(stamps) - 1) / (stamps[-1] - stamps[0]) if tpot else None,
-        "kv_cache_bytes": cache_bytes(out.past_key_values if cache is None else cache),
-        **probe.read(),
+        "decode_tokens_per_s": len(steps) / sum(steps) if steps else None,
+        "decode_energy_j_per_token": energy / len(steps) if energy is not None and steps else None,
+        # every prompt token and every generated token but the last has its keys and values cached
+        "kv_cache_bytes": runner.kv_cache_bytes(len(ids) + len(new_tokens) - 1),
+        **memory,
     }
+
+
+def warm_up(runner, tokenizer, prompt: dict, pad_token_id: int) -> float:
+    """One untimed generation (the prompt's last tokens) before the timed samples; returns its seconds."""
+    start = time.perf_counter()
+    ids = prompt_ids(tokenizer, prompt)[-WARMUP_PROMPT_TOKENS:]
+    runner.generate(ids, WARMUP_NEW_TOKENS, pad_token_id)
+    return time.perf_counter() - start
 
 
 def _finished(partial: Path) -> list[dict]:
@@ -204,15 +342,17 @@ def run(
     dtype: str = "auto",
     max_new_tokens: int | None = None,
     kv_options: dict | None = None,
+    engine: str = "auto",
 ) -> None:
     """Generate for every prompt not yet in `<out>.partial`, then publish `out_jsonl` atomically."""
     from lcopt.models import load_variant
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    kv_options = kv_options or {}
     torch.manual_seed(0)
     prompts = read_jsonl(prompts_jsonl)
     partial = Path(f"{out_jsonl}.partial")
-    key = job_key(variant_json, prompts_jsonl, kv_method, device, dtype, max_new_tokens, kv_options)
+    key = job_key(variant_json, prompts_jsonl, kv_method, device, dtype, max_new_tokens, kv_options, engine)
     key_file = Path(f"{partial}.key")
     if partial.exists() and (not key_file.is_file() or key_file.read_text() != key):
         log.warning("%s: left by a job with other inputs or settings; starting over", partial)
@@ -221,9 +361,19 @@ def run(
     done = {row["_id"] for row in _finished(partial)}
     if done:
         log.info("resuming %s: %d of %d samples already done", out_jsonl, len(done), len(prompts))
-    model, tokenizer, _ = load_variant(variant_json, device, dtype)
-    probe = MemoryProbe(device)
     todo = [p for p in prompts if p["_id"] not in done]
+    if todo:
+        model, tokenizer, _ = load_variant(variant_json, device, dtype)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        chosen = choose_engine(engine, model, device)
+        if chosen == "fast":
+            longest = max(p["n_tokens"] + (max_new_tokens or p["max_new_tokens"]) for p in todo)
+            runner = FastRunner(model, kv_method, kv_options, longest)
+        else:
+            runner = ReferenceRunner(model, kv_method, kv_options, device)
+        log.info("engine %s; warm-up took %.2f s", chosen, warm_up(runner, tokenizer, todo[0], pad))
+        probe = MemoryProbe(model_devices(model))
+        kernels = weight_kernels(model)
     with open(partial, "a", encoding="utf-8") as sink:
         for prompt in tqdm(todo, desc=f"{out_jsonl.parent.name}/{out_jsonl.stem}", unit="sample", mininterval=2):
             budget = max_new_tokens or prompt["max_new_tokens"]
@@ -235,9 +385,11 @@ def run(
                 **{k: prompt[k] for k in COMPRESSION_FIELDS if k in prompt},
                 "kv_method": kv_method,
                 "device": device,
+                "engine": chosen,
+                "weight_kernels": kernels,
             }
             try:
-                record |= generate_one(model, tokenizer, prompt, budget, kv_method, device, probe, kv_options)
+                record |= generate_one(runner, tokenizer, prompt, budget, probe)
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise InferenceError(

@@ -53,18 +53,27 @@ class QuantizedBlock:
     shape: tuple[int, ...]
 
 
+def quantize_groups(x: torch.Tensor, bits: int, group_size: int) -> tuple[torch.Tensor, ...]:
+    """Asymmetric min-max codes in groups of `group_size` along the last dim: (codes uint8 of x's shape,
+    minimum, scale), the latter two float32 [..., groups, 1]. The fast engine's cache uses it too."""
+    if x.shape[-1] % group_size:
+        raise ValueError(f"last dim of size {x.shape[-1]} is not a multiple of group_size {group_size}")
+    groups = x.reshape(*x.shape[:-1], -1, group_size).float()
+    minimum = groups.amin(dim=-1, keepdim=True)
+    scale = (groups.amax(dim=-1, keepdim=True) - minimum) / (2**bits - 1)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # a constant group: any scale is exact
+    codes = torch.clamp(torch.round((groups - minimum) / scale), 0, 2**bits - 1).to(torch.uint8)
+    return codes.reshape(x.shape), minimum, scale
+
+
 def quantize(x: torch.Tensor, bits: int, group_size: int, axis: int) -> QuantizedBlock:
     """Asymmetric min-max quantization in groups of `group_size` along `axis`."""
     moved = x.movedim(axis, -1)
     if moved.shape[-1] % group_size:
         raise ValueError(f"dim {axis} of size {moved.shape[-1]} is not a multiple of group_size {group_size}")
-    groups = moved.reshape(*moved.shape[:-1], -1, group_size).float()
-    minimum = groups.amin(dim=-1, keepdim=True)
-    scale = (groups.amax(dim=-1, keepdim=True) - minimum) / (2**bits - 1)
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # a constant group: any scale is exact
-    codes = torch.clamp(torch.round((groups - minimum) / scale), 0, 2**bits - 1).to(torch.uint8)
-    packed = pack(codes.reshape(moved.shape), bits)
-    return QuantizedBlock(packed, minimum.to(x.dtype), scale.to(x.dtype), bits, group_size, axis, tuple(x.shape))
+    codes, minimum, scale = quantize_groups(moved, bits, group_size)
+    minimum, scale = minimum.to(x.dtype), scale.to(x.dtype)
+    return QuantizedBlock(pack(codes, bits), minimum, scale, bits, group_size, axis, tuple(x.shape))
 
 
 def dequantize(block: QuantizedBlock) -> torch.Tensor:

@@ -7,7 +7,9 @@ entries, each a function of the model config that returns a fresh cache for one 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
+from lcopt import static_cache
 from lcopt.kivi import KIVICache
 
 CacheFactory = Callable[..., object | None]
@@ -25,3 +27,26 @@ def make_cache(method: str, config, **options) -> object | None:
     except KeyError:
         raise ValueError(f"unknown KV-cache method {method!r}; allowed: {', '.join(KV_METHODS)}") from None
     return factory(config, **options)
+
+
+# The same methods in the fast engine's preallocated formats (`lcopt.static_cache`).
+STATIC_CACHES: dict[str, Callable[..., static_cache.StaticCache]] = {
+    "none": static_cache.DenseCache,
+    "kivi4": partial(static_cache.KIVICache, bits=4),
+    "kivi2": partial(static_cache.KIVICache, bits=2),
+    "fp8kv": static_cache.FP8Cache,
+}
+
+
+def make_static_cache(method: str, model, options: dict) -> Callable[[int], static_cache.StaticCache]:
+    """A factory `max_len -> empty cache` of `method` for the fast engine, on the model's device and dtype."""
+    from lcopt.engine import cache_geometry
+
+    try:
+        cls = STATIC_CACHES[method]
+    except KeyError:
+        allowed = ", ".join(STATIC_CACHES)
+        raise ValueError(f"KV-cache method {method!r} has no fast-engine cache; allowed: {allowed}") from None
+    weight = model.get_input_embeddings().weight
+    geometry = cache_geometry(model.config)
+    return lambda max_len: cls(**geometry, max_len=max_len, device=weight.device, dtype=weight.dtype, **options)

@@ -187,16 +187,62 @@ def torch_dtype(name: str, device: str):
     return getattr(torch, name)
 
 
+def is_gptq_checkpoint(weights: str) -> bool:
+    config = Path(weights) / "config.json"
+    if not config.is_file():
+        return False
+    quant = json.loads(config.read_text()).get("quantization_config") or {}
+    return quant.get("quant_method") == "gptq" or quant.get("checkpoint_format", "").startswith("gptq")
+
+
+def build_random(config_dir: str, device: str, dtype, int4_group_size: int | None = None, seed: int = 0):
+    """A model of `config_dir`'s architecture with random weights, built on `device` (no download, no
+    checkpoint): what memory and speed would be, not what quality. `int4_group_size`: every decoder
+    linear layer as random 4-bit weights in the GPU kernel's layout, as a GPTQ model would run."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(config_dir)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    if int4_group_size:
+        from lcopt.int4 import random_tinygemm
+
+        for parent in list(model.model.layers.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, torch.nn.Linear):
+                    layer = random_tinygemm(child.in_features, child.out_features, int4_group_size, device, dtype)
+                    setattr(parent, name, layer)
+    return model
+
+
 def load_variant(variant_json: Path, device: str, dtype: str = "auto"):
-    """(model, tokenizer) of a variant, through `from_pretrained` like any hub model."""
+    """(model, tokenizer, variant record) of a variant, through `from_pretrained` like any hub model,
+    straight onto the device. A GPTQ checkpoint on a GPU is loaded with GPTQModel's CPU layers and
+    converted to PyTorch's own int4 kernel (`lcopt.int4`), never a kernel that builds or downloads at
+    first use. A variant with `init: random` is built from its config with random weights."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     variant = json.loads(Path(variant_json).read_text())
     weights = variant["weights"]
+    torch_type = torch_dtype(dtype, device)
+    if variant.get("init") == "random":
+        model = build_random(weights, device, torch_type, variant.get("int4_group_size"))
+        tokenizer = AutoTokenizer.from_pretrained(variant.get("tokenizer") or weights)
+        return model.eval(), tokenizer, variant
     tokenizer = AutoTokenizer.from_pretrained(weights)
     if device.startswith("cuda") and torch.cuda.device_count() > 1:  # a model too big for one GPU
-        model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch_dtype(dtype, device), device_map="auto")
+        model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch_type, device_map="auto")
+    elif device.startswith("cuda") and is_gptq_checkpoint(weights):
+        from lcopt.int4 import convert_gptq
+
+        model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch_type, device_map="cpu")
+        converted = convert_gptq(model, device, torch_type)
+        log.info("%s: %d GPTQ layers on tinygemm (aten._weight_int4pack_mm)", weights, converted)
+        model = model.to(device)
     else:
-        model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch_dtype(dtype, device)).to(device)
+        model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch_type, device_map=device)
     return model.eval(), tokenizer, variant

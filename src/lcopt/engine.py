@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from lcopt.static_cache import StaticCache
 
@@ -57,6 +58,55 @@ def cache_geometry(config) -> dict:
     }
 
 
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """LlamaRMSNorm's forward as a function (float32 inside, as transformers computes it)."""
+    dtype = x.dtype
+    x = x.float()
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x.to(dtype)
+
+
+def add_rms_norm(h: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float):
+    """The residual add and the next norm in one kernel: (h + delta, its norm)."""
+    h = h + delta
+    return h, rms_norm(h, weight, eps)
+
+
+def rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """transformers' apply_rotary_pos_emb for one position: q [Hq, D], k [Hkv, D], cos/sin [1, D]."""
+
+    def rotate(x):
+        half = x.shape[-1] // 2
+        return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+    return q * cos + rotate(q) * sin, k * cos + rotate(k) * sin
+
+
+def silu_mul(gate_up: torch.Tensor, intermediate: int) -> torch.Tensor:
+    return F.silu(gate_up[..., :intermediate]) * gate_up[..., intermediate:]
+
+
+class Projections:
+    """Several projections of the same input as one matmul when they are plain `nn.Linear` layers without
+    bias (their weights become views of one fused matrix: no extra memory); else one call each."""
+
+    def __init__(self, modules: list[torch.nn.Module], fuse: bool):
+        self.modules = modules
+        self.sizes = [m.out_features for m in modules]
+        self.weight = None
+        plain = all(type(m) is torch.nn.Linear and m.bias is None for m in modules)
+        if fuse and plain:
+            with torch.no_grad():
+                self.weight = torch.cat([m.weight for m in modules])
+                for m, part in zip(modules, self.weight.split(self.sizes), strict=True):
+                    m.weight = torch.nn.Parameter(part, requires_grad=False)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight is not None:
+            return F.linear(x, self.weight)
+        return torch.cat([m(x) for m in self.modules], dim=-1)
+
+
 def eos_ids(model) -> set[int]:
     eos = model.generation_config.eos_token_id
     return set(eos if isinstance(eos, list) else [] if eos is None else [eos])
@@ -65,7 +115,14 @@ def eos_ids(model) -> set[int]:
 class FastEngine:
     """Greedy generation for one model; `make_cache(max_len)` returns an empty cache of the wanted format."""
 
-    def __init__(self, model, make_cache: CacheFactory, graphs: bool | None = None, prefill_chunk: int = 16384):
+    def __init__(
+        self,
+        model,
+        make_cache: CacheFactory,
+        graphs: bool | None = None,
+        prefill_chunk: int = 16384,
+        fuse: bool | None = None,
+    ):
         reason = unsupported_reason(model)
         if reason:
             raise EngineUnsupported(reason)
@@ -75,7 +132,7 @@ class FastEngine:
         self.layers = model.model.layers
         self.geometry = cache_geometry(model.config)
         attn = self.layers[0].self_attn
-        self.rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
+        self.apply_rotary = sys.modules[type(attn).__module__].apply_rotary_pos_emb
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
         impl = model.config._attn_implementation
@@ -84,6 +141,17 @@ class FastEngine:
         )
         self.make_cache = make_cache
         self.graphs = self.device.type == "cuda" if graphs is None else graphs
+        # On a GPU the decode step's elementwise work is compiled into a few kernels and the projections
+        # that share an input are fused; on a CPU it runs the model's own modules (the cross-check).
+        self.fuse = self.device.type == "cuda" if fuse is None else fuse
+        compile_ = torch.compile(dynamic=False, fullgraph=True) if self.fuse else (lambda f: f)
+        self.rms_norm, self.add_rms_norm = compile_(rms_norm), compile_(add_rms_norm)
+        self.rope, self.silu_mul = compile_(rope), compile_(silu_mul)
+        attns, mlps = [layer.self_attn for layer in self.layers], [layer.mlp for layer in self.layers]
+        self.qkv = [Projections([a.q_proj, a.k_proj, a.v_proj], self.fuse) for a in attns]
+        self.gate_up = [Projections([m.gate_proj, m.up_proj], self.fuse) for m in mlps]
+        self.eps = self.layers[0].input_layernorm.variance_epsilon
+        self.silu = getattr(model.config, "hidden_act", "silu") == "silu"
         self.prefill_chunk = prefill_chunk
         self.cache: StaticCache | None = None
         self.graph = None
@@ -130,7 +198,7 @@ class FastEngine:
         q = attn.q_proj(x).view(1, n, -1, d).transpose(1, 2)
         k = attn.k_proj(x).view(1, n, -1, d).transpose(1, 2)
         v = attn.v_proj(x).view(1, n, -1, d).transpose(1, 2)
-        q, k = self.rope(q, k, cos, sin)
+        q, k = self.apply_rotary(q, k, cos, sin)
         return q, k, v
 
     def _prefill(self, ids: torch.Tensor) -> torch.Tensor:
@@ -153,19 +221,32 @@ class FastEngine:
         return logits[0, -1].argmax()
 
     def _step(self) -> None:
-        """One decode step on device state: `token` at position `pos` -> the next token; pos += 1."""
-        d = self.geometry["head_dim"]
-        h = self.model.get_input_embeddings()(self.token.view(1, 1))
-        cos, sin = self.cos[self.pos].view(1, 1, d), self.sin[self.pos].view(1, 1, d)
+        """One decode step on device state: `token` at position `pos` -> the next token; pos += 1. On a
+        GPU: per layer one norm (fused with the residual add), one QKV matmul, one rotary kernel, the
+        cache's append and attention, the output projection, one gate-up matmul, SiLU x up, down."""
+        g = self.geometry
+        d, q_size, kv_size = g["head_dim"], g["q_heads"] * g["head_dim"], g["kv_heads"] * g["head_dim"]
+        h = self.model.get_input_embeddings()(self.token.view(1, 1))[0]
+        cos, sin = self.cos[self.pos], self.sin[self.pos]
+        x = self.rms_norm(h, self.layers[0].input_layernorm.weight, self.eps)
+        last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            attn = layer.self_attn
-            q, k, v = self._qkv(attn, layer.input_layernorm(h), cos, sin)
-            self.cache.append(i, k.view(-1, d), v.view(-1, d), self.pos)
-            o = self.cache.attend(i, q.view(-1, d), self.length)
-            h = h + attn.o_proj(o.view(1, 1, -1))
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
-        logits = self.model.lm_head(self.model.model.norm(h))
-        self.token.copy_(logits[0, -1].argmax().view(1))
+            attn, mlp = layer.self_attn, layer.mlp
+            q, k, v = self.qkv[i](x).split([q_size, kv_size, kv_size], dim=-1)
+            q, k = self.rope(q.view(-1, d), k.view(-1, d), cos, sin)
+            self.cache.append(i, k, v.view(-1, d), self.pos)
+            o = self.cache.attend(i, q, self.length)
+            h, x = self.add_rms_norm(h, attn.o_proj(o.view(1, -1)), layer.post_attention_layernorm.weight, self.eps)
+            gate_up = self.gate_up[i](x)
+            inter = gate_up.shape[-1] // 2
+            if self.silu:
+                act = self.silu_mul(gate_up, inter)
+            else:
+                act = mlp.act_fn(gate_up[..., :inter]) * gate_up[..., inter:]
+            norm = (self.model.model.norm if i == last else self.layers[i + 1].input_layernorm).weight
+            h, x = self.add_rms_norm(h, mlp.down_proj(act), norm, self.eps)
+        logits = self.model.lm_head(x)
+        self.token.copy_(logits[0].argmax().view(1))
         self.pos += 1
         self.length += 1
 

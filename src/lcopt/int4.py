@@ -14,9 +14,11 @@ permutation of the input columns. On a CPU the same layer uses the CPU variant o
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 INNER_K_TILES = 8  # tinygemm's tile depth along the input; in_features must be a multiple of 16 x this
+PREFILL_ROWS = 16  # more input rows than this: dequantize and use cuBLAS
 
 
 def _unpack_rows(packed: torch.Tensor, bits: int = 4) -> torch.Tensor:
@@ -70,7 +72,12 @@ class TinyGemmLinear(nn.Module):
             )
         self.in_features, self.out_features, self.group_size, self.dtype = in_features, out_features, group_size, dtype
         offsets = (8 - zeros) * scales  # scale * (code - zero) = scale * (code - 8) + offset
-        self.register_buffer("packed", self.pack(codes.to(torch.uint8)), persistent=False)
+        codes = codes.to(torch.uint8)
+        self.register_buffer("packed", self.pack(codes), persistent=False)
+        # tinygemm re-reads its weights for every 16 rows of input: right for decoding, minutes for a long
+        # prefill. Prefill dequantizes instead, from a plain copy of the codes (two a byte) into a bf16
+        # matrix for cuBLAS, one layer at a time; the copy costs another half byte per weight.
+        self.register_buffer("pairs", (codes[:, ::2] << 4 | codes[:, 1::2]).contiguous(), persistent=False)
         self.register_buffer(
             "scales_and_zeros", torch.stack([scales, offsets], dim=-1).to(torch.bfloat16).contiguous(), persistent=False
         )
@@ -86,13 +93,22 @@ class TinyGemmLinear(nn.Module):
             return torch.ops.aten._convert_weight_to_int4pack(pairs, INNER_K_TILES)
         return torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), INNER_K_TILES)
 
+    def dequantize(self) -> torch.Tensor:
+        """The weights as a [out, in] bf16 matrix (scale * (code - 8) + offset per group)."""
+        n, k, g = self.out_features, self.in_features, self.group_size
+        codes = torch.stack((self.pairs >> 4, self.pairs & 15), dim=-1).view(n, k // g, g).to(torch.bfloat16)
+        scales, offsets = self.scales_and_zeros.permute(2, 1, 0)  # [out, groups] each
+        return ((codes - 8) * scales[..., None] + offsets[..., None]).view(n, k)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape[:-1]
         x = x.reshape(-1, self.in_features)
         if self.perm is not None:
             x = x[:, self.perm]
         x = x.to(torch.bfloat16)
-        if x.is_cuda:
+        if x.is_cuda and x.shape[0] > PREFILL_ROWS:
+            out = F.linear(x, self.dequantize())
+        elif x.is_cuda:
             out = torch.ops.aten._weight_int4pack_mm(x, self.packed, self.group_size, self.scales_and_zeros)
         else:
             out = torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, self.group_size, self.scales_and_zeros)
@@ -102,7 +118,7 @@ class TinyGemmLinear(nn.Module):
         return out.reshape(*shape, self.out_features)
 
     def weight_bytes(self) -> int:
-        """Bytes a forward pass reads: the packed codes plus the scales and offsets."""
+        """Bytes a decode step reads: the packed codes plus the scales and offsets."""
         return sum(t.numel() * t.element_size() for t in (self.packed, self.scales_and_zeros))
 
 

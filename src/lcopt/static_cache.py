@@ -22,8 +22,23 @@ from __future__ import annotations
 
 import torch
 
-from lcopt.decode_attention import DENSE, FP8, KIVI, DecodeAttention, attend_reference, triton
-from lcopt.kivi import pack, quantize_groups, unpack
+from lcopt.decode_attention import DecodeAttention, attend_reference, triton
+from lcopt.kivi import quantize_groups
+
+
+def pack_planes(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """uint8 codes [..., D] -> bytes [..., D * bits / 8], byte j holding channel j + p * D / planes at bits
+    p * bits: each plane of codes is a contiguous slice of the channels (one matmul in the kernel)."""
+    planes = codes.reshape(*codes.shape[:-1], 8 // bits, -1)
+    out = torch.zeros(planes[..., 0, :].shape, dtype=torch.uint8, device=codes.device)
+    for p in range(8 // bits):
+        out |= planes[..., p, :].to(torch.uint8) << (bits * p)
+    return out
+
+
+def unpack_planes(packed: torch.Tensor, bits: int) -> torch.Tensor:
+    mask = (1 << bits) - 1
+    return torch.cat([(packed >> (bits * p)) & mask for p in range(8 // bits)], dim=-1)
 
 if triton is not None:
     import triton.language as tl
@@ -51,7 +66,7 @@ if triton is not None:
         QMAX: tl.constexpr = (1 << BITS) - 1
         offs_d = tl.arange(0, D)
         offs_b = tl.arange(0, D // PB)
-        shifts = tl.arange(0, PB) * BITS
+        shifts = tl.arange(0, PB) * BITS  # plane p of a byte: channels p * D / PB + j
         k_new = tl.load(KN + h * D + offs_d)
         v_new = tl.load(VN + h * D + offs_d)
         if pos >= R:
@@ -59,9 +74,9 @@ if triton is not None:
             mn = tl.min(old, 1)
             sc = (tl.max(old, 1) - mn) / QMAX
             sc = tl.where(sc > 0, sc, 1.0)
-            codes = tl.reshape(_codes(old, mn[:, None], sc[:, None], QMAX), (D // PB, PB))
+            codes = tl.reshape(_codes(old, mn[:, None], sc[:, None], QMAX), (PB, D // PB))
             row = pos - R
-            tl.store(VC + h * stride_ch + row * stride_cn + offs_b, tl.sum(codes << shifts[None, :], 1).to(tl.uint8))
+            tl.store(VC + h * stride_ch + row * stride_cn + offs_b, tl.sum(codes << shifts[:, None], 0).to(tl.uint8))
             offs_gv = tl.arange(0, D // GV)
             tl.store(VS + h * stride_vsh + row * stride_vsn + offs_gv, sc.to(VS.dtype.element_ty))
             tl.store(VM + h * stride_vsh + row * stride_vsn + offs_gv, mn.to(VM.dtype.element_ty))
@@ -77,8 +92,8 @@ if triton is not None:
             mn = tl.min(grp, 1)
             sc = (tl.max(grp, 1) - mn) / QMAX
             sc = tl.where(sc > 0, sc, 1.0)
-            codes = tl.reshape(_codes(grp, mn[:, None, :], sc[:, None, :], QMAX), (R, D // PB, PB))
-            packed = tl.sum(codes << shifts[None, None, :], 2).to(tl.uint8)
+            codes = tl.reshape(_codes(grp, mn[:, None, :], sc[:, None, :], QMAX), (R, PB, D // PB))
+            packed = tl.sum(codes << shifts[None, :, None], 1).to(tl.uint8)
             first = pos + 1 - R
             tl.store(KC + h * stride_ch + (first + offs_r)[:, None] * stride_cn + offs_b[None, :], packed)
             rows = first // GK + tl.arange(0, R // GK)
@@ -89,14 +104,14 @@ if triton is not None:
 class StaticCache:
     """The interface the engine uses; subclasses hold the buffers of one format."""
 
-    fmt = DENSE
-
     def __init__(self, layers: int, kv_heads: int, head_dim: int, max_len: int, q_heads: int, device, dtype,
-                 fused: bool | None = None):  # fmt: skip
+                 fused: bool | None = None, block_n: int = 64):  # fmt: skip
         self.layers, self.kv_heads, self.head_dim, self.max_len = layers, kv_heads, head_dim, max_len
         self.device, self.dtype = torch.device(device), dtype
         self.fused = (triton is not None and self.device.type == "cuda") if fused is None else fused
-        self.attention = DecodeAttention(q_heads, kv_heads, head_dim, max_len, device, dtype) if self.fused else None
+        self.attention = None
+        if self.fused:
+            self.attention = DecodeAttention(q_heads, kv_heads, head_dim, max_len, device, dtype, block_n)
 
     def buffers(self) -> list[torch.Tensor]:
         return [v for v in vars(self).values() if isinstance(v, torch.Tensor)]
@@ -134,8 +149,6 @@ class StaticCache:
 
 
 class DenseCache(StaticCache):
-    fmt = DENSE
-
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         shape = (self.layers, self.kv_heads, self.max_len, self.head_dim)
@@ -157,7 +170,7 @@ class DenseCache(StaticCache):
         return self.k[layer, :, :length], self.v[layer, :, :length]
 
     def _attend_fused(self, layer, q, length):
-        return self.attention(q, length, DENSE, self.k[layer], self.v[layer])
+        return self.attention.dense(q, length, self.k[layer], self.v[layer])
 
 
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
@@ -165,8 +178,6 @@ FP8_MAX = 448.0  # largest finite float8_e4m3fn
 
 class FP8Cache(StaticCache):
     """float8 e4m3 keys and values, a scale per (layer, KV head) from the prefill's absolute maximum."""
-
-    fmt = FP8
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -205,14 +216,11 @@ class FP8Cache(StaticCache):
         return k.to(self.dtype), v.to(self.dtype)
 
     def _attend_fused(self, layer, q, length):
-        k_scale, v_scale = self.k_scale[layer], self.v_scale[layer]
-        return self.attention(q, length, FP8, self.k[layer], self.v[layer], ks=k_scale, vs=v_scale)
+        return self.attention.dense(q, length, self.k[layer], self.v[layer], self.k_scale[layer], self.v_scale[layer])
 
 
 class KIVICache(StaticCache):
     """KIVI (arXiv 2402.02750) in preallocated buffers; see the module docstring."""
-
-    fmt = KIVI
 
     def __init__(self, layers, kv_heads, head_dim, max_len, q_heads, device, dtype, fused=None, *,
                  bits: int = 4, group_size: int = 32, residual_length: int = 128):  # fmt: skip
@@ -221,7 +229,9 @@ class KIVICache(StaticCache):
         if residual_length % group_size:
             raise ValueError(f"residual_length {residual_length} must be a multiple of group_size {group_size}")
         max_len = -(-max_len // residual_length) * residual_length  # whole blocks of keys
-        super().__init__(layers, kv_heads, head_dim, max_len, q_heads, device, dtype, fused)
+        if head_dim * bits // 8 < 16:  # a plane of channels narrower than a tensor-core matmul: torch reads
+            fused = False
+        super().__init__(layers, kv_heads, head_dim, max_len, q_heads, device, dtype, fused, block_n=group_size)
         self.bits, self.group_size, self.residual = bits, group_size, residual_length
         self.value_group = min(group_size, head_dim)
         per_byte = 8 // bits
@@ -249,7 +259,7 @@ class KIVICache(StaticCache):
     def _put_keys(self, layer: int, first: int, keys: torch.Tensor) -> None:
         codes, minimum, scale = quantize_groups(keys.transpose(-1, -2), self.bits, self.group_size)
         n = keys.shape[1]
-        self.k_codes[layer, :, first : first + n] = pack(codes.transpose(-1, -2), self.bits)
+        self.k_codes[layer, :, first : first + n] = pack_planes(codes.transpose(-1, -2), self.bits)
         g = first // self.group_size
         rows = slice(g, g + n // self.group_size)
         self.k_scale[layer, :, rows] = scale.squeeze(-1).transpose(-1, -2).to(self.dtype)
@@ -258,7 +268,7 @@ class KIVICache(StaticCache):
     def _put_values(self, layer: int, first: int, values: torch.Tensor) -> None:
         codes, minimum, scale = quantize_groups(values, self.bits, self.value_group)
         n = values.shape[1]
-        self.v_codes[layer, :, first : first + n] = pack(codes, self.bits)
+        self.v_codes[layer, :, first : first + n] = pack_planes(codes, self.bits)
         self.v_scale[layer, :, first : first + n] = scale.squeeze(-1).to(self.dtype)
         self.v_min[layer, :, first : first + n] = minimum.squeeze(-1).to(self.dtype)
 
@@ -299,12 +309,12 @@ class KIVICache(StaticCache):
     def read(self, layer, length):
         R = self.residual
         quantized_keys, quantized_values = length // R * R, max(length - R, 0)
-        kc = unpack(self.k_codes[layer, :, :quantized_keys], self.bits).to(self.dtype)
+        kc = unpack_planes(self.k_codes[layer, :, :quantized_keys], self.bits).to(self.dtype)
         g = self.group_size
         ks = self.k_scale[layer, :, : quantized_keys // g].repeat_interleave(g, dim=1)
         km = self.k_min[layer, :, : quantized_keys // g].repeat_interleave(g, dim=1)
         keys = torch.cat([kc * ks + km, self.k_residual[layer, :, : length - quantized_keys]], dim=1)
-        vc = unpack(self.v_codes[layer, :, :quantized_values], self.bits).to(self.dtype)
+        vc = unpack_planes(self.v_codes[layer, :, :quantized_values], self.bits).to(self.dtype)
         gv = self.value_group
         vs = self.v_scale[layer, :, :quantized_values].repeat_interleave(gv, dim=-1)
         vm = self.v_min[layer, :, :quantized_values].repeat_interleave(gv, dim=-1)
@@ -313,9 +323,8 @@ class KIVICache(StaticCache):
         return keys, values
 
     def _attend_fused(self, layer, q, length):
-        return self.attention(
-            q, length, KIVI, self.k_codes[layer], self.v_codes[layer],
-            ks=self.k_scale[layer], km=self.k_min[layer], vs=self.v_scale[layer], vm=self.v_min[layer],
-            kr=self.k_residual[layer], vr=self.v_residual[layer],
-            bits=self.bits, gk=self.group_size, gv=self.value_group, residual=self.residual,
+        return self.attention.kivi(
+            q, length, self.k_codes[layer], self.v_codes[layer], self.k_scale[layer], self.k_min[layer],
+            self.v_scale[layer], self.v_min[layer], self.k_residual[layer], self.v_residual[layer],
+            self.bits, self.group_size, self.value_group, self.residual,
         )  # fmt: skip

@@ -180,7 +180,7 @@ class FP8Cache(StaticCache):
     """float8 e4m3 keys and values, a scale per (layer, KV head) from the prefill's absolute maximum."""
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, block_n=128, **kwargs)  # tiles of as many bytes as the dense cache's
         shape = (self.layers, self.kv_heads, self.max_len, self.head_dim)
         self.k = torch.zeros(shape, device=self.device, dtype=torch.float8_e4m3fn)
         self.v = torch.zeros(shape, device=self.device, dtype=torch.float8_e4m3fn)

@@ -72,6 +72,18 @@ def test_tokens_equal_generate_on_smollm2(smollm2, kv):
     assert fast_tokens(model, ids, kv) == reference_tokens(model, ids, kv)
 
 
+def test_a_model_split_in_segments_gives_the_same_tokens(demo):
+    """Layers placed one device after another run as one segment (cache, graph) per device; two
+    segments on one CPU take the same path and must give the same tokens."""
+    model, tokenizer = demo
+    ids = passkey_ids(tokenizer, 300)
+    n = model.config.num_hidden_layers
+    halves = [list(range(n // 2)), list(range(n // 2, n))]
+    split = FastEngine(model, make_static_cache("kivi4", model, {}), segments=halves)
+    assert len(split.segments) == 2 and split.cache is None
+    assert split.generate(ids, NEW_TOKENS, stop=set()) == fast_tokens(model, ids, "kivi4")
+
+
 def test_the_prefill_chunk_does_not_change_the_tokens(demo):
     model, tokenizer = demo
     ids = passkey_ids(tokenizer, 300)

@@ -28,7 +28,7 @@ from lcopt.static_cache import StaticCache
 
 SUPPORTED_TYPES = ("llama", "mistral")
 
-CacheFactory = Callable[[int], StaticCache]
+CacheFactory = Callable[[int, int, torch.device], StaticCache]  # (max_len, layers, device) -> empty cache
 
 
 class EngineUnsupported(ValueError):
@@ -112,8 +112,31 @@ def eos_ids(model) -> set[int]:
     return set(eos if isinstance(eos, list) else [] if eos is None else [eos])
 
 
+class Segment:
+    """Consecutive layers on one device: their cache, decode graph and device-side state. A model split
+    over several GPUs (layers placed one GPU after another) runs as one segment per GPU; the hidden state
+    crosses between them, and the next token goes back to the first."""
+
+    def __init__(self, device: torch.device, layers: list[int]):
+        self.device, self.layers = device, layers
+        self.cache: StaticCache | None = None
+        self.graph = None
+        self.pos = torch.zeros(1, dtype=torch.long, device=device)
+        self.length = torch.ones(1, dtype=torch.int32, device=device)
+        self.token = torch.zeros(1, dtype=torch.long, device=device)  # in: first segment; out: last
+
+    def start(self, pos: int) -> None:
+        self.pos.fill_(pos)
+        self.length.fill_(pos + 1)
+
+
+def layer_device(layer) -> torch.device:
+    return next(layer.parameters()).device
+
+
 class FastEngine:
-    """Greedy generation for one model; `make_cache(max_len)` returns an empty cache of the wanted format."""
+    """Greedy generation for one model; `make_cache(max_len, layers, device)` returns an empty cache of
+    the wanted format for that many layers on that device."""
 
     def __init__(
         self,
@@ -122,6 +145,7 @@ class FastEngine:
         graphs: bool | None = None,
         prefill_chunk: int = 16384,
         fuse: bool | None = None,
+        segments: list[list[int]] | None = None,
     ):
         reason = unsupported_reason(model)
         if reason:
@@ -135,10 +159,7 @@ class FastEngine:
         self.apply_rotary = sys.modules[type(attn).__module__].apply_rotary_pos_emb
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-        impl = model.config._attn_implementation
-        self.attention = ALL_ATTENTION_FUNCTIONS.get_interface(
-            impl, sys.modules[type(attn).__module__].eager_attention_forward
-        )
+        self.attention = ALL_ATTENTION_FUNCTIONS["sdpa"]
         self.make_cache = make_cache
         self.graphs = self.device.type == "cuda" if graphs is None else graphs
         # On a GPU the decode step's elementwise work is compiled into a few kernels and the projections
@@ -153,43 +174,68 @@ class FastEngine:
         self.eps = self.layers[0].input_layernorm.variance_epsilon
         self.silu = getattr(model.config, "hidden_act", "silu") == "silu"
         self.prefill_chunk = prefill_chunk
-        self.cache: StaticCache | None = None
-        self.graph = None
-        self.token = torch.zeros(1, dtype=torch.long, device=self.device)
-        self.pos = torch.zeros(1, dtype=torch.long, device=self.device)
-        self.length = torch.ones(1, dtype=torch.int32, device=self.device)
+        if segments is None:  # runs of consecutive layers on one device
+            segments = []
+            for i, layer in enumerate(self.layers):
+                if segments and layer_device(self.layers[segments[-1][-1]]) == layer_device(layer):
+                    segments[-1].append(i)
+                else:
+                    segments.append([i])
+        self.segments = [Segment(layer_device(self.layers[s[0]]), s) for s in segments]
+        last = self.segments[-1].device
+        if self.device != self.segments[0].device or self.model.lm_head.weight.device != last:
+            raise EngineUnsupported("the embedding must sit with the first layers and the LM head with the last")
+        self.max_len = 0
+
+    @property
+    def cache(self) -> StaticCache | None:
+        """The cache of a model on one device (the engine's tests and single-GPU runs read it)."""
+        return self.segments[0].cache if len(self.segments) == 1 else None
+
+    @property
+    def graph(self):
+        return self.segments[0].graph
+
+    def bytes_for(self, length: int) -> int:
+        return sum(seg.cache.bytes_for(length) for seg in self.segments)
 
     # -- setup -------------------------------------------------------------------------------------
     def reserve(self, max_len: int) -> None:
-        """A cache (and decode graph) for sequences up to `max_len` tokens; kept while long enough."""
-        if self.cache is not None and self.cache.max_len >= max_len:
+        """Caches (and decode graphs) for sequences up to `max_len` tokens; kept while long enough."""
+        if self.max_len >= max_len:
             return
-        self.cache = self.graph = None
+        for seg in self.segments:
+            seg.cache = seg.graph = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        self.cache = self.make_cache(max_len)
-        positions = torch.arange(self.cache.max_len, device=self.device)[None]
+        for seg in self.segments:
+            seg.cache = self.make_cache(max_len, len(seg.layers), seg.device)
+        self.max_len = min(seg.cache.max_len for seg in self.segments)
+        positions = torch.arange(self.max_len, device=self.device)[None]
         probe = torch.empty(1, dtype=self.dtype, device=self.device)
         cos, sin = self.model.model.rotary_emb(probe, positions)
-        self.cos, self.sin = cos[0], sin[0]
+        self.cos = {seg.device: cos[0].to(seg.device) for seg in self.segments}
+        self.sin = {seg.device: sin[0].to(seg.device) for seg in self.segments}
+        self.hidden = {seg.device: torch.zeros(1, self.model.config.hidden_size, dtype=self.dtype, device=seg.device)
+                       for seg in self.segments}  # fmt: skip
         if self.graphs:
-            self._capture()
+            for seg in self.segments:
+                self._capture(seg)
 
-    def _capture(self) -> None:
-        self.pos.fill_(0)
-        self.length.fill_(1)
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(2):  # compiles the Triton kernels, creates library handles
-                self._step()
-        torch.cuda.current_stream().wait_stream(stream)
-        self.pos.fill_(0)
-        self.length.fill_(1)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), torch.inference_mode():
-            self._step()
-        self.graph = graph
+    def _capture(self, seg: Segment) -> None:
+        with torch.cuda.device(seg.device):
+            seg.start(0)
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream), torch.inference_mode():
+                for _ in range(2):  # compiles the Triton kernels, creates library handles
+                    self._segment_step(seg)
+            torch.cuda.current_stream().wait_stream(stream)
+            seg.start(0)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph), torch.inference_mode():
+                self._segment_step(seg)
+            seg.graph = graph
 
     # -- the model ----------------------------------------------------------------------------------
     def _qkv(self, attn, x: torch.Tensor, cos, sin):
@@ -202,40 +248,45 @@ class FastEngine:
         return q, k, v
 
     def _prefill(self, ids: torch.Tensor) -> torch.Tensor:
-        """Run the prompt [1, P] through every layer; the cache gets its exact keys and values."""
+        """Run the prompt [1, P] through every layer; the caches get its exact keys and values."""
         n = ids.shape[1]
         h = self.model.get_input_embeddings()(ids)
-        cos, sin = self.cos[None, :n], self.sin[None, :n]
-        for i, layer in enumerate(self.layers):
-            attn = layer.self_attn
-            q, k, v = self._qkv(attn, layer.input_layernorm(h), cos, sin)
-            o, _ = self.attention(attn, q, k, v, None, dropout=0.0, scaling=attn.scaling)
-            self.cache.prefill(i, k[0], v[0])
-            del q, k, v
-            h = h + attn.o_proj(o.reshape(1, n, -1))
-            del o
-            for c in range(0, n, self.prefill_chunk):
-                part = h[:, c : c + self.prefill_chunk]
-                part += layer.mlp(layer.post_attention_layernorm(part))
+        for seg in self.segments:
+            h = h.to(seg.device)
+            cos, sin = self.cos[seg.device][None, :n], self.sin[seg.device][None, :n]
+            for local, i in enumerate(seg.layers):
+                layer = self.layers[i]
+                attn = layer.self_attn
+                q, k, v = self._qkv(attn, layer.input_layernorm(h), cos, sin)
+                o, _ = self.attention(attn, q, k, v, None, dropout=0.0, scaling=attn.scaling)
+                seg.cache.prefill(local, k[0], v[0])
+                del q, k, v
+                h = h + attn.o_proj(o.reshape(1, n, -1))
+                del o
+                for c in range(0, n, self.prefill_chunk):
+                    part = h[:, c : c + self.prefill_chunk]
+                    part += layer.mlp(layer.post_attention_layernorm(part))
         logits = self.model.lm_head(self.model.model.norm(h[:, -1:]))
         return logits[0, -1].argmax()
 
-    def _step(self) -> None:
-        """One decode step on device state: `token` at position `pos` -> the next token; pos += 1. On a
-        GPU: per layer one norm (fused with the residual add), one QKV matmul, one rotary kernel, the
-        cache's append and attention, the output projection, one gate-up matmul, SiLU x up, down."""
+    def _segment_step(self, seg: Segment) -> None:
+        """One decode step of a segment's layers on its device state: the first segment embeds `token`,
+        the others read the hidden state; the last ends in the LM head's argmax. On a GPU, per layer: one
+        norm (fused with the residual add), one QKV matmul, one rotary kernel, the cache's append and
+        attention, the output projection, one gate-up matmul, SiLU x up, down."""
         g = self.geometry
         d, q_size, kv_size = g["head_dim"], g["q_heads"] * g["head_dim"], g["kv_heads"] * g["head_dim"]
-        h = self.model.get_input_embeddings()(self.token.view(1, 1))[0]
-        cos, sin = self.cos[self.pos], self.sin[self.pos]
-        x = self.rms_norm(h, self.layers[0].input_layernorm.weight, self.eps)
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
+        first, final = seg is self.segments[0], seg is self.segments[-1]
+        h = self.model.get_input_embeddings()(seg.token.view(1, 1))[0] if first else self.hidden[seg.device]
+        cos, sin = self.cos[seg.device][seg.pos], self.sin[seg.device][seg.pos]
+        x = self.rms_norm(h, self.layers[seg.layers[0]].input_layernorm.weight, self.eps)
+        for local, i in enumerate(seg.layers):
+            layer = self.layers[i]
             attn, mlp = layer.self_attn, layer.mlp
             q, k, v = self.qkv[i](x).split([q_size, kv_size, kv_size], dim=-1)
             q, k = self.rope(q.view(-1, d), k.view(-1, d), cos, sin)
-            self.cache.append(i, k, v.view(-1, d), self.pos)
-            o = self.cache.attend(i, q, self.length)
+            seg.cache.append(local, k, v.view(-1, d), seg.pos)
+            o = seg.cache.attend(local, q, seg.length)
             h, x = self.add_rms_norm(h, attn.o_proj(o.view(1, -1)), layer.post_attention_layernorm.weight, self.eps)
             gate_up = self.gate_up[i](x)
             inter = gate_up.shape[-1] // 2
@@ -243,12 +294,29 @@ class FastEngine:
                 act = self.silu_mul(gate_up, inter)
             else:
                 act = mlp.act_fn(gate_up[..., :inter]) * gate_up[..., inter:]
-            norm = (self.model.model.norm if i == last else self.layers[i + 1].input_layernorm).weight
-            h, x = self.add_rms_norm(h, mlp.down_proj(act), norm, self.eps)
-        logits = self.model.lm_head(x)
-        self.token.copy_(logits[0].argmax().view(1))
-        self.pos += 1
-        self.length += 1
+            if i != seg.layers[-1]:
+                h, x = self.add_rms_norm(h, mlp.down_proj(act), self.layers[i + 1].input_layernorm.weight, self.eps)
+            elif final:
+                h, x = self.add_rms_norm(h, mlp.down_proj(act), self.model.model.norm.weight, self.eps)
+            else:
+                self.hidden[self.segments[self.segments.index(seg) + 1].device].copy_(h + mlp.down_proj(act))
+        if final:
+            seg.token.copy_(self.model.lm_head(x)[0].argmax().view(1))
+        seg.pos += 1
+        seg.length += 1
+
+    def _step(self) -> int:
+        """One decode step over every segment (graph replays where captured); the next token."""
+        for seg in self.segments:
+            if seg.graph is not None:
+                with torch.cuda.device(seg.device):
+                    seg.graph.replay()
+            else:
+                self._segment_step(seg)
+        last, first = self.segments[-1], self.segments[0]
+        if last is not first:
+            first.token.copy_(last.token)
+        return int(last.token)
 
     # -- generation ---------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -266,18 +334,14 @@ class FastEngine:
         stop = eos_ids(self.model) if stop is None else stop
         ids = torch.tensor([list(input_ids)], device=self.device)
         first = self._prefill(ids)
-        self.token.copy_(first.view(1))
-        self.pos.fill_(n)
-        self.length.fill_(n + 1)
-        out = [int(self.token)]
+        for seg in self.segments:
+            seg.start(n)
+        self.segments[0].token.copy_(first.view(1))
+        out = [int(first)]
         if on_token:
             on_token()
         while len(out) < max_new_tokens and out[-1] not in stop:
-            if self.graph is not None:
-                self.graph.replay()
-            else:
-                self._step()
-            out.append(int(self.token))
+            out.append(self._step())
             if on_token:
                 on_token()
         return out

@@ -247,7 +247,7 @@ class FastRunner:
         return tokens, stamps, start
 
     def kv_cache_bytes(self, tokens: int) -> int:
-        return self.engine.cache.bytes_for(tokens)
+        return self.engine.bytes_for(tokens)
 
 
 def choose_engine(engine: str, model, device: str) -> str:

@@ -38,8 +38,9 @@ STATIC_CACHES: dict[str, Callable[..., static_cache.StaticCache]] = {
 }
 
 
-def make_static_cache(method: str, model, options: dict) -> Callable[[int], static_cache.StaticCache]:
-    """A factory `max_len -> empty cache` of `method` for the fast engine, on the model's device and dtype."""
+def make_static_cache(method: str, model, options: dict) -> Callable[..., static_cache.StaticCache]:
+    """A factory `(max_len, layers, device) -> empty cache` of `method` for the fast engine, in the model's
+    dtype and attention shape."""
     from lcopt.engine import cache_geometry
 
     try:
@@ -47,6 +48,12 @@ def make_static_cache(method: str, model, options: dict) -> Callable[[int], stat
     except KeyError:
         allowed = ", ".join(STATIC_CACHES)
         raise ValueError(f"KV-cache method {method!r} has no fast-engine cache; allowed: {allowed}") from None
-    weight = model.get_input_embeddings().weight
+    dtype = model.get_input_embeddings().weight.dtype
     geometry = cache_geometry(model.config)
-    return lambda max_len: cls(**geometry, max_len=max_len, device=weight.device, dtype=weight.dtype, **options)
+
+    def make(max_len: int, layers: int | None = None, device=None) -> static_cache.StaticCache:
+        device = model.get_input_embeddings().weight.device if device is None else device
+        return cls(**geometry | {"layers": layers or geometry["layers"]}, max_len=max_len, device=device, dtype=dtype,
+                   **options)  # fmt: skip
+
+    return make

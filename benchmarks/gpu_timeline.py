@@ -42,7 +42,8 @@ def sample(out: Path, stop: threading.Event, every_s: float = 0.5) -> None:
 
 def check(timeline: Path, predictions: list[Path]) -> dict:
     """Overlap and exclusivity from the samples; each prediction file's GPUs from its rows."""
-    rows = list(csv.DictReader(open(timeline)))
+    with open(timeline) as f:
+        rows = list(csv.DictReader(f))
     by_time: dict[str, dict[int, set[str]]] = {}
     for r in rows:
         by_time.setdefault(r["t_s"], {})[int(r["gpu"])] = set(r["pids"].split())
@@ -55,7 +56,8 @@ def check(timeline: Path, predictions: list[Path]) -> dict:
                 pid_gpus.setdefault(pid, set()).add(g)
     jobs = {}
     for path in predictions:
-        uuids = {tuple(sorted(g["uuid"] for g in json.loads(line).get("gpus", []))) for line in open(path)}
+        lines = Path(path).read_text().splitlines()
+        uuids = {tuple(sorted(g["uuid"] for g in json.loads(line).get("gpus", []))) for line in lines}
         jobs[str(path)] = sorted(uuids)
     return {
         "samples": len(by_time),

@@ -63,10 +63,11 @@ rule model_technique:
         variant=r"(?!baseline$)[A-Za-z0-9_.+-]+",
     params:
         technique=lambda w: w.variant.split("+")[-1],
-        options=lambda w: technique_options(w.variant),
+        options=lambda w: options(w.variant.split("+")[-1]),
         # held-out text of this dataset (never its scored rows), made by lcopt.data.calibration_texts
         calibration_spec=lambda w: config["datasets"][calibration_dataset(w.variant)],
         longbench=lambda w: longbench_options(calibration_dataset(w.variant)),
+        modules=config["technique_modules"],
     resources:
         gpu=lambda w: gpus(w.model),
     log:

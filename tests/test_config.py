@@ -128,10 +128,10 @@ def test_snakemake_stops_before_any_job(tmp_path):
 
 def test_default_config_runs_every_technique_offline():
     """Every technique is in the embedded default, lingua2 with lcopt's own classifier (no hub)."""
-    from lcopt.lingua2_demo import DEMO_MODEL
-    from lcopt.stacks import TECHNIQUES
+    from lcopt.techniques import registry
+    from lcopt.techniques.lingua2 import DEMO_MODEL
 
     cfg = load([REPO / "config" / "config.yaml"])
     used = {t for stack in cfg["stacks"] for t in stack.split("+")} - {"baseline"}
-    assert used == set(TECHNIQUES)
+    assert used == set(registry())
     assert cfg["lingua2"]["model"] == DEMO_MODEL

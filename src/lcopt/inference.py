@@ -24,7 +24,6 @@ from tqdm import tqdm
 from transformers.generation.streamers import BaseStreamer
 
 from lcopt.io import read_jsonl, write_jsonl_atomic, write_text_atomic
-from lcopt.kvcache import make_cache
 from lcopt.prompts import COMPRESSION_FIELDS
 
 log = logging.getLogger(__name__)
@@ -58,6 +57,19 @@ class TokenClock(BaseStreamer):
 
     def end(self) -> None:
         pass
+
+
+def make_cache(kv_method: str, model_config, options: dict | None = None):
+    """A fresh cache of the cache-side technique `kv_method` for one `generate` call; `none` (and a
+    technique's own None) is transformers' DynamicCache, which `generate` builds itself."""
+    if kv_method == "none":
+        return None
+    from lcopt.techniques import CacheTechnique, get
+
+    technique = get(kv_method)
+    if not isinstance(technique, CacheTechnique):
+        raise ValueError(f"{kv_method!r} is a {technique.side}-side technique, not a KV-cache method")
+    return technique.reference_cache(model_config, dict(options or {}))
 
 
 def cache_bytes(cache) -> int:
@@ -132,7 +144,7 @@ def generate_one(
 ) -> dict:
     enc = tokenizer(prompt["prompt"], add_special_tokens=prompt["add_special_tokens"], return_tensors="pt").to(device)
     n_in = enc["input_ids"].shape[1]
-    cache = make_cache(kv_method, model.config, **(kv_options or {}))
+    cache = make_cache(kv_method, model.config, kv_options)
     clock = TokenClock(device)
     probe.start()
     start = time.perf_counter()

@@ -15,24 +15,18 @@ import logging
 import time
 from pathlib import Path
 
-from lcopt.gptq import apply_gptq4, apply_rtn4
 from lcopt.io import atomic_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 DEMO_MODEL = "lcopt-demo"
+DEMO_CHECKPOINT = Path(__file__).parent / "data" / "demo-model"  # the shipped checkpoint (lcopt.demo_model trains it)
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.gguf", "*.pt")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
 
 
 class ModelError(ValueError):
     """A model source that cannot be used; the message names the path and what is missing."""
-
-
-def demo_checkpoint() -> Path:
-    from lcopt.demo_model import CHECKPOINT_DIR
-
-    return CHECKPOINT_DIR
 
 
 def package_dir(package: str) -> Path:
@@ -62,7 +56,7 @@ def check_local_model(path: Path) -> None:
 def resolve_source(path: str) -> str:
     """A `from_pretrained` argument: a checked local directory, or a hub id passed through."""
     if path == DEMO_MODEL:
-        path = str(demo_checkpoint())
+        path = str(DEMO_CHECKPOINT)
     local = Path(path)
     if local.exists():
         check_local_model(local)
@@ -100,27 +94,6 @@ def write_variant(model: str, stack: str, source: str, out: Path) -> None:
     write_json_atomic(out, {"model": model, "stack": stack, "weights": resolved, "techniques": []})
 
 
-def apply_prune(parent_json: Path, out_dir: Path, options: dict, calibration: list[str]) -> dict:
-    """Minitron-style width pruning of the parent variant, saved as a standard HF model in `out_dir`."""
-    from lcopt.prune import PruneTarget, calibration_batches, importance, prune
-
-    model, tokenizer, _ = load_variant(parent_json, "cpu", "float32")
-    target = PruneTarget(options["hidden"], options["intermediate"], options["heads"], options.get("multiple_of", 1))
-    scores = importance(model, calibration_batches(tokenizer, calibration, options["calibration_tokens"], "cpu"))
-    before = sum(p.numel() for p in model.parameters())
-    prune(model, scores, target)
-    after = sum(p.numel() for p in model.parameters())
-    log.info("pruned %s: %d -> %d parameters (%s)", parent_json, before, after, target)
-    with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    return {"parameters_before": before, "parameters_after": after, "target": vars(target)}
-
-
-# model-side techniques: name -> apply(parent variant.json, weights dir, options, calibration texts)
-MODEL_TECHNIQUES = {"prune": apply_prune, "gptq4": apply_gptq4, "rtn4": apply_rtn4}
-
-
 def same_tokenizer(a: str, b: str) -> bool:
     """Whether two models tokenize alike (same vocabulary and special tokens)."""
     from transformers import AutoTokenizer
@@ -154,9 +127,11 @@ def write_technique_variant(
     options: dict,
     calibration: list[str],
 ) -> None:
-    """Apply `technique` to the parent variant, or point at a released checkpoint for it
+    """Apply the model-side `technique` to the parent variant, or point at a released checkpoint for it
     (`options["checkpoints"][model]`, used only when the parent is the baseline: a checkpoint is the
     technique applied to the base model)."""
+    from lcopt.techniques import get
+
     start = time.perf_counter()
     parent = json.loads(Path(parent_json).read_text())
     checkpoint = options.get("checkpoints", {}).get(model) if not parent["techniques"] else None
@@ -164,7 +139,7 @@ def write_technique_variant(
         record = use_checkpoint(checkpoint, parent_json, weights_dir)
         weights = record["weights"]
     else:
-        record = MODEL_TECHNIQUES[technique](parent_json, weights_dir, options, calibration)
+        record = get(technique).make_variant(parent_json, weights_dir, options, calibration)
         weights = str(Path(weights_dir).resolve())
     write_json_atomic(
         out,
@@ -175,6 +150,8 @@ def write_technique_variant(
             "techniques": [*parent["techniques"], technique],
             "seconds": time.perf_counter() - start,
             technique: record,
+            # what each technique's load hook gets (`ModelTechnique.prepare_loaded`)
+            "options": parent.get("options", {}) | {technique: options},
         },
     )
 
@@ -199,4 +176,9 @@ def load_variant(variant_json: Path, device: str, dtype: str = "auto"):
         model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch_dtype(dtype, device), device_map="auto")
     else:
         model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch_dtype(dtype, device)).to(device)
+    if variant["techniques"]:
+        from lcopt.techniques import get
+
+        for technique in variant["techniques"]:
+            get(technique).prepare_loaded(model, device, variant.get("options", {}).get(technique, {}))
     return model.eval(), tokenizer, variant

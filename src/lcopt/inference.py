@@ -73,21 +73,33 @@ def make_cache(kv_method: str, model_config, options: dict | None = None):
 
 
 def cache_bytes(cache) -> int:
-    """Bytes held by every tensor of a transformers cache (quantized caches included)."""
+    """Bytes held by every tensor of a transformers cache (quantized caches included).
+
+    A wrapper tensor subclass (optimum-quanto's packed tensors) reports the shape and dtype it stands
+    for, not what it stores, so its inner tensors are counted instead (`__tensor_flatten__`); a dict
+    (HQQ's scales and zeros) is searched like an object."""
     if cache is None:
         return 0
     total, seen = 0, set()
 
     def visit(obj, depth=0):
         nonlocal total
-        if depth > 3:
+        if depth > 4:
             return
         if isinstance(obj, torch.Tensor):
-            if id(obj) not in seen:
-                seen.add(id(obj))
+            if id(obj) in seen:
+                return
+            seen.add(id(obj))
+            if hasattr(obj, "__tensor_flatten__"):
+                for name in obj.__tensor_flatten__()[0]:
+                    visit(getattr(obj, name), depth + 1)
+            else:
                 total += obj.numel() * obj.element_size()
         elif isinstance(obj, list | tuple):
             for item in obj:
+                visit(item, depth + 1)
+        elif isinstance(obj, dict):
+            for item in obj.values():
                 visit(item, depth + 1)
         elif hasattr(obj, "__dict__"):
             for item in vars(obj).values():

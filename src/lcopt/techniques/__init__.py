@@ -38,6 +38,7 @@ __all__ = [
     "Technique",
     "get",
     "load_modules",
+    "markdown_list",
     "options_blocks",
     "register",
     "registry",
@@ -82,7 +83,7 @@ def _discover() -> None:
         return
     _discovered = True
     for module in pkgutil.iter_modules(__path__):
-        if module.name != "base":
+        if module.name != "base" and not module.name.startswith("_"):
             importlib.import_module(f"{__name__}.{module.name}")
 
 
@@ -109,6 +110,18 @@ def options_blocks() -> dict[str, dict]:
             defaults = {k: v["default"] for k, v in schema.get("properties", {}).items() if "default" in v}
             blocks[t.options_key] = {"type": "object", "additionalProperties": False, "default": defaults} | schema
     return blocks
+
+
+def markdown_list() -> str:
+    """The README's technique list: one line per technique, by side, with its module and config block."""
+    lines = []
+    for side in SIDES:
+        for name, t in sorted(registry().items()):
+            if t.side == side and t.__module__.startswith(f"{__name__}."):
+                block = f", options `{t.options_key}:`" if t.options_schema else ""
+                module = t.__module__.rsplit(".", 1)[-1]
+                lines.append(f"- **`{name}`** ({side} side, `techniques/{module}.py`{block}): {t.summary}.")
+    return "\n".join(lines)
 
 
 def load_modules(specs: list[str]) -> None:

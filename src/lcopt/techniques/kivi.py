@@ -139,10 +139,6 @@ class KIVICache(Cache):
 
 
 class KIVI(CacheTechnique):
-    summary = (
-        "KIVI KV-cache quantization to 4 or 2 bits: keys per channel, values per token, "
-        "the newest tokens exact (pure-PyTorch reference cache)"
-    )
     options_schema: ClassVar[dict] = {
         "description": "KIVI cache options (kivi4, kivi2); KIVI's defaults",
         "properties": {
@@ -159,6 +155,10 @@ class KIVI(CacheTechnique):
     def __init__(self, name: str, bits: int):
         super().__init__(name, options_key="kivi")
         self.bits = bits
+        self.summary = (
+            f"KIVI KV-cache quantization to {bits} bits: keys per channel, values per token, the newest "
+            "tokens exact (pure-PyTorch reference cache)"
+        )
 
     def check_options(self, options: dict) -> None:
         if options["residual_length"] % options["group_size"]:

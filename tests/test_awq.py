@@ -39,18 +39,27 @@ def test_variant_is_a_4bit_awq_checkpoint_without_the_lm_head(variants):
     assert all(k != "Linear" for k in kinds.values()), kinds  # every other linear layer is quantized
 
 
-def test_quantized_logits_stay_close_and_greedy_answers_hold(variants):
+def test_quantized_logits_stay_close_and_greedy_answers_hold(variants, tmp_path):
+    """Next-token logits on text AWQ did not calibrate on within 10% of the unquantized model's (relative
+    L2; measured 5.0%), and the quantized model still answers passkey at 1K words."""
+    from lcopt import inference, synthetic
+    from lcopt.io import read_jsonl, write_jsonl_atomic
+    from lcopt.prompts import write_prompts
+
     base, tokenizer, _ = load_variant(variants / "baseline.json", "cpu", "float32")
     quantized, _, _ = load_variant(variants / "awq4.json", "cpu", "float32")
-    texts = calibration_texts(CALIBRATION, {}, variants, 6)[4:]  # two texts AWQ did not calibrate on
+    text = calibration_texts(CALIBRATION, {}, variants, 5)[4]  # a text AWQ did not calibrate on
+    ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=512)["input_ids"]
     with torch.no_grad():
-        for text in texts:
-            ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=512)["input_ids"]
-            ref, got = base(input_ids=ids).logits, quantized(input_ids=ids).logits
-            relative = ((got - ref).norm() / ref.norm()).item()
-            agree = (got.argmax(-1) == ref.argmax(-1)).float().mean().item()
-            print("relative logit error", relative, "top-1 agreement", agree)
-            assert torch.isfinite(got).all() and 0 < relative < 0.25 and agree > 0.8
+        ref, got = base(input_ids=ids).logits, quantized(input_ids=ids).logits
+    relative = ((got - ref).norm() / ref.norm()).item()
+    print("relative logit error", relative)
+    assert torch.isfinite(got).all() and 0 < relative < 0.1
+    write_jsonl_atomic(tmp_path / "rows.jsonl", synthetic.generate("passkey", 1024, 2, seed=7))
+    write_prompts(DEMO_MODEL, "passkey", tmp_path / "rows.jsonl", 4000, tmp_path / "prompts.jsonl")
+    inference.run(variants / "awq4.json", tmp_path / "prompts.jsonl", tmp_path / "preds.jsonl", device="cpu")
+    preds, rows = read_jsonl(tmp_path / "preds.jsonl"), read_jsonl(tmp_path / "rows.jsonl")
+    assert [p["prediction"].strip() for p in preds] == [r["answers"][0] for r in rows]
 
 
 @pytest.mark.device

@@ -113,9 +113,9 @@ def prefill_flops(model, n: int) -> float:
 
 
 def cache_bytes_per_token(model, kv: str) -> float:
-    from lcopt.kvcache import make_static_cache
+    from lcopt.engine import static_cache_factory
 
-    return make_static_cache(kv, model, {})(1024).bytes_per_token()
+    return static_cache_factory(kv, model, {})(128).bytes_per_token()
 
 
 class Energy:
@@ -135,10 +135,9 @@ class Energy:
 
 def run_fast(model, kv, ids, new_tokens):
     """lcopt's engine; warmed up (graph captured, kernels compiled) before the timed call."""
-    from lcopt.engine import FastEngine
-    from lcopt.kvcache import make_static_cache
+    from lcopt.engine import FastEngine, static_cache_factory
 
-    engine = FastEngine(model, make_static_cache(kv, model, {}))
+    engine = FastEngine(model, static_cache_factory(kv, model, {}))
     engine.reserve(len(ids) + new_tokens)
     engine.generate(ids[-256:], 8, stop=set())
 

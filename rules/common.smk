@@ -1,18 +1,14 @@
 import shutil
 
-from snakemake.utils import validate
-
 import lcopt.config
-from lcopt.lingua2_demo import DEMO_DIRNAME as LINGUA2_DEMO_DIRNAME, DEMO_MODEL as LINGUA2_DEMO
-from lcopt.stacks import options_key, parse_stack
+from lcopt.stacks import parse_stack
+from lcopt.techniques import get as technique
 
-# Clear messages first (file, key, allowed values), then snakemake's own schema check and defaults.
+# The config's own technique modules are loaded first, then the schema (which the technique registry
+# completes) is checked with clear messages (file, key, allowed values) and its defaults filled in.
 CONFIG_SOURCE = ", ".join(map(str, workflow.configfiles)) or "config"
 lcopt.config.validate(config, CONFIG_SOURCE)
 lcopt.config.check_sources(config, CONFIG_SOURCE)
-
-
-validate(config, str(lcopt.config.SCHEMA_PATH))
 
 R = "results"
 MODELS = list(config["models"])
@@ -45,6 +41,8 @@ wildcard_constraints:
     stack=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
     variant=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
     prompt_variant=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
+    technique=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    asset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
 def model_source(model):
@@ -63,19 +61,9 @@ def model_source_input(wildcards):
     return [source] if source.startswith(f"{R}/") else []
 
 
-LINGUA2_DEMO_DIR = f"{R}/models/lingua2/{LINGUA2_DEMO_DIRNAME}"
-
-
-def lingua2_model():
-    """The LLMLingua-2 classifier: lcopt's demo one (trained by the workflow) or the configured hub id / directory."""
-    model = config["lingua2"]["model"]
-    return LINGUA2_DEMO_DIR if model == LINGUA2_DEMO else model
-
-
-def lingua2_model_input(wildcards):
-    """The demo classifier's directory as an input when the workflow trains it."""
-    model = lingua2_model()
-    return [model] if model == LINGUA2_DEMO_DIR else []
+def options(name):
+    """The config block of a technique (gptq4 and rtn4 share `gptq`); {} for none or one without options."""
+    return lcopt.config.technique_options(config, name) if name not in ("none", "baseline", "full") else {}
 
 
 def parent_variant(variant):
@@ -83,18 +71,24 @@ def parent_variant(variant):
     return "+".join(variant.split("+")[:-1]) or "baseline"
 
 
+def parent_prompt_variant(prompt_variant):
+    """A prompt variant is its last technique applied to the rows of the one before it (`full`: the dataset)."""
+    return "+".join(prompt_variant.split("+")[:-1]) or "full"
+
+
+def asset_dirs(name):
+    """Asset name -> directory, for the workflow-built assets a technique needs under this config."""
+    return {a: f"{R}/assets/{name}/{a}" for a in technique(name).assets(options(name))}
+
+
 def longbench_options(dataset):
     """The longbench block only for a LongBench dataset, so editing it never reruns synthetic ones."""
     return config["longbench"] if "longbench" in config["datasets"][dataset] else {}
 
 
-def technique_options(variant):
-    """The config block of a variant's last model-side technique (gptq4 and rtn4 share `gptq`)."""
-    return config[options_key(variant.split("+")[-1])]
-
-
 def calibration_dataset(variant):
-    return technique_options(variant).get("calibration_dataset") or DATASETS[0]
+    """The dataset whose unscored text calibrates a variant's last technique (default the first)."""
+    return options(variant.split("+")[-1]).get("calibration_dataset") or DATASETS[0]
 
 
 def gpus(model):

@@ -1,35 +1,43 @@
-rule train_lingua2_demo:
-    """lcopt's demo LLMLingua-2 classifier (facts vs filler on synthetic contexts), when lingua2.model names it."""
+rule technique_asset:
+    """Something a technique needs the workflow to build first (e.g. a demo classifier), seeded."""
     output:
-        directory(LINGUA2_DEMO_DIR),
+        directory(f"{R}/assets/{{technique}}/{{asset}}"),
     params:
         seed=config["seed"],
+        modules=config["technique_modules"],
     threads: 2
     log:
-        f"{R}/logs/train_lingua2_demo.log",
+        f"{R}/logs/technique_asset/{{technique}}/{{asset}}.log",
     benchmark:
-        f"{R}/benchmarks/train_lingua2_demo.tsv"
+        f"{R}/benchmarks/technique_asset/{{technique}}/{{asset}}.tsv"
     conda:
         "../envs/lcopt.yaml"
     script:
-        "../scripts/train_lingua2_demo.py"
+        "../scripts/technique_asset.py"
 
 
 rule compress_contexts:
-    """LLMLingua-2 over each context, once per dataset: model-independent, shared by every model."""
+    """A prompt-side technique over each context, once per dataset: model-independent, shared by every
+    model (`a+b` is b applied to a's rows)."""
     input:
-        data=f"{R}/data/{{dataset}}.jsonl",
-        classifier=lingua2_model_input,
+        rows=lambda w: (
+            f"{R}/data/{w.dataset}.jsonl"
+            if parent_prompt_variant(w.prompt_variant) == "full"
+            else f"{R}/compressed/{parent_prompt_variant(w.prompt_variant)}/{w.dataset}.jsonl"
+        ),
+        assets=lambda w: list(asset_dirs(w.prompt_variant.split("+")[-1]).values()),
     output:
-        f"{R}/compressed/lingua2/{{dataset}}.jsonl",
+        f"{R}/compressed/{{prompt_variant}}/{{dataset}}.jsonl",
     params:
-        lingua2=config["lingua2"],
-        model=lingua2_model(),
+        technique=lambda w: w.prompt_variant.split("+")[-1],
+        options=lambda w: options(w.prompt_variant.split("+")[-1]),
+        assets=lambda w: asset_dirs(w.prompt_variant.split("+")[-1]),
+        modules=config["technique_modules"],
     threads: 2
     log:
-        f"{R}/logs/compress_contexts/{{dataset}}.log",
+        f"{R}/logs/compress_contexts/{{prompt_variant}}/{{dataset}}.log",
     benchmark:
-        f"{R}/benchmarks/compress_contexts/{{dataset}}.tsv"
+        f"{R}/benchmarks/compress_contexts/{{prompt_variant}}/{{dataset}}.tsv"
     conda:
         "../envs/lcopt.yaml"
     script:

@@ -7,8 +7,10 @@ rule inference:
         f"{R}/predictions/{{model}}/{{stack}}/{{dataset}}.jsonl",
     params:
         kv_method=lambda w: parse_stack(w.stack).kv_method,
-        kv_options=lambda w: config["kivi"] if parse_stack(w.stack).kv_method.startswith("kivi") else {},
+        kv_options=lambda w: options(parse_stack(w.stack).kv_method),
+        modules=config["technique_modules"],
         device=config["device"],
+        engine=config["engine"],
         dtype=lambda w: config["models"][w.model].get("dtype", config["dtype"]),
     threads: 1
     resources:

@@ -41,6 +41,7 @@ rule model_variant:
         f"{R}/models/{{model}}/baseline/variant.json",
     params:
         source=lambda w: model_source(w.model),
+        init=lambda w: config["models"][w.model]["init"],
     log:
         f"{R}/logs/model_variant/{{model}}/baseline.log",
     benchmark:
@@ -63,10 +64,11 @@ rule model_technique:
         variant=r"(?!baseline$)[A-Za-z0-9_.+-]+",
     params:
         technique=lambda w: w.variant.split("+")[-1],
-        options=lambda w: technique_options(w.variant),
+        options=lambda w: options(w.variant.split("+")[-1]),
         # held-out text of this dataset (never its scored rows), made by lcopt.data.calibration_texts
         calibration_spec=lambda w: config["datasets"][calibration_dataset(w.variant)],
         longbench=lambda w: longbench_options(calibration_dataset(w.variant)),
+        modules=config["technique_modules"],
     resources:
         gpu=lambda w: gpus(w.model),
     log:

@@ -8,9 +8,11 @@ import torch  # noqa: E402
 
 from lcopt.gpus import claim  # noqa: E402
 from lcopt.inference import run  # noqa: E402
+from lcopt.techniques import load_modules  # noqa: E402
 
 sm = snakemake  # noqa: F821
 torch.set_num_threads(sm.threads)
+load_modules(sm.params.modules)
 with claim(sm.resources.gpu):  # this job's own GPU(s), before CUDA starts
     run(
         Path(sm.input.variant),
@@ -20,4 +22,5 @@ with claim(sm.resources.gpu):  # this job's own GPU(s), before CUDA starts
         device=sm.params.device,
         dtype=sm.params.dtype,
         kv_options=dict(sm.params.kv_options),
+        engine=sm.params.engine,
     )

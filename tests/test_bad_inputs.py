@@ -17,7 +17,7 @@ import pytest
 import yaml
 from conftest import REPO, run_snakemake
 
-from lcopt.models import demo_checkpoint
+from lcopt.models import DEMO_CHECKPOINT
 
 DEMO = {"demo": {"path": "lcopt-demo", "max_input_tokens": 600}}
 PASSKEY = {"pk": {"synthetic": "passkey", "words": 200}}
@@ -26,7 +26,7 @@ PASSKEY = {"pk": {"synthetic": "passkey", "words": 200}}
 def _model_dir(root: Path, drop: tuple[str, ...]) -> Path:
     """A copy of the demo model without some of its files."""
     path = root / "model"
-    shutil.copytree(demo_checkpoint(), path, ignore=shutil.ignore_patterns(*drop))
+    shutil.copytree(DEMO_CHECKPOINT, path, ignore=shutil.ignore_patterns(*drop))
     return path
 
 

@@ -126,12 +126,17 @@ def test_snakemake_stops_before_any_job(tmp_path):
     assert "Job stats" not in out
 
 
-def test_default_config_runs_every_technique_offline():
-    """Every technique is in the embedded default, lingua2 with lcopt's own classifier (no hub)."""
-    from lcopt.lingua2_demo import DEMO_MODEL
-    from lcopt.stacks import TECHNIQUES
+def test_default_configs_run_every_technique_offline():
+    """The embedded default runs the study's techniques (lingua2 with lcopt's own classifier, no hub), and
+    config/more-techniques.yaml every registered one, each alone and in every compatible pair."""
+    from lcopt.stacks import expand_levels
+    from lcopt.techniques import registry
+    from lcopt.techniques.lingua2 import DEMO_MODEL
 
     cfg = load([REPO / "config" / "config.yaml"])
     used = {t for stack in cfg["stacks"] for t in stack.split("+")} - {"baseline"}
-    assert used == set(TECHNIQUES)
+    assert used == {"prune", "gptq4", "rtn4", "lingua2", "kivi4", "kivi2"} and len(cfg["stacks"]) == 20
     assert cfg["lingua2"]["model"] == DEMO_MODEL
+    more = load([REPO / "config" / "config.yaml", REPO / "config" / "more-techniques.yaml"])
+    assert set(more["techniques"]) == set(registry())
+    assert more["stacks"] == ["baseline", *expand_levels(more["techniques"], [1, 2])] and len(more["stacks"]) == 43

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from lcopt import static_cache
-from lcopt.engine import FastEngine
+from lcopt.engine import FastEngine, static_cache_factory
 from lcopt.inference import ReferenceRunner
-from lcopt.kvcache import make_static_cache
 
 pytestmark = [
     pytest.mark.device,
@@ -73,7 +72,7 @@ def test_random_8b_tokens_equal_generate_in_float32(shared_assets, kv):
     model = random_model(shared_assets, "meta-llama--Llama-3.1-8B-Instruct", torch.float32)
     ids = torch.randint(0, 128000, (1500,), generator=torch.Generator().manual_seed(2)).tolist()
     reference, _, _ = ReferenceRunner(model, kv, {}, "cuda").generate(ids, NEW_TOKENS, pad_token_id=0)
-    engine = FastEngine(model, make_static_cache(kv, model, {}))
+    engine = FastEngine(model, static_cache_factory(kv, model, {}))
     fast = engine.generate(ids, NEW_TOKENS, stop=set())
     assert engine.graph is not None and engine.cache.fused
     print(f"float32 {kv}: first divergence {first_divergence(fast, reference)} of {NEW_TOKENS}")
@@ -90,7 +89,7 @@ def test_random_8b_bf16_differs_from_generate_only_at_near_ties(shared_assets):
         out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=NEW_TOKENS, do_sample=False,
                              output_scores=True, return_dict_in_generate=True, pad_token_id=0)  # fmt: skip
     reference = out.sequences[0, len(ids) :].tolist()
-    fast = FastEngine(model, make_static_cache("none", model, {})).generate(ids, NEW_TOKENS, stop=set())
+    fast = FastEngine(model, static_cache_factory("none", model, {})).generate(ids, NEW_TOKENS, stop=set())
     i = first_divergence(fast, reference)
     print(f"bf16: tokens agree for {NEW_TOKENS if i is None else i} of {NEW_TOKENS}")
     if i is not None:

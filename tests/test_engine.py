@@ -8,9 +8,8 @@ import importlib.util
 import pytest
 import torch
 
-from lcopt.engine import EngineUnsupported, FastEngine, unsupported_reason
+from lcopt.engine import EngineUnsupported, FastEngine, static_cache_factory, unsupported_reason
 from lcopt.inference import ReferenceRunner
-from lcopt.kvcache import make_static_cache
 from lcopt.models import DEMO_MODEL, import_gguf, resolve_source
 
 NEW_TOKENS = 64
@@ -30,7 +29,7 @@ def reference_tokens(model, ids, kv: str, device: str = "cpu") -> list[int]:
 
 
 def fast_tokens(model, ids, kv: str, **engine) -> list[int]:
-    return FastEngine(model, make_static_cache(kv, model, {}), **engine).generate(ids, NEW_TOKENS, stop=set())
+    return FastEngine(model, static_cache_factory(kv, model, {}), **engine).generate(ids, NEW_TOKENS, stop=set())
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +78,7 @@ def test_a_model_split_in_segments_gives_the_same_tokens(demo):
     ids = passkey_ids(tokenizer, 300)
     n = model.config.num_hidden_layers
     halves = [list(range(n // 2)), list(range(n // 2, n))]
-    split = FastEngine(model, make_static_cache("kivi4", model, {}), segments=halves)
+    split = FastEngine(model, static_cache_factory("kivi4", model, {}), segments=halves)
     assert len(split.segments) == 2 and split.cache is None
     assert split.generate(ids, NEW_TOKENS, stop=set()) == fast_tokens(model, ids, "kivi4")
 
@@ -97,6 +96,6 @@ def test_architectures_it_cannot_run_are_refused(demo):
     try:
         assert "gpt2" in unsupported_reason(model)
         with pytest.raises(EngineUnsupported):
-            FastEngine(model, make_static_cache("none", model, {}))
+            FastEngine(model, static_cache_factory("none", model, {}))
     finally:
         config.model_type = original

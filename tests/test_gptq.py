@@ -11,6 +11,7 @@ from lcopt.data import calibration_texts
 from lcopt.io import read_jsonl, write_jsonl_atomic
 from lcopt.models import DEMO_MODEL, load_variant, write_technique_variant, write_variant
 from lcopt.prompts import write_prompts
+from lcopt.techniques import get
 
 OPTIONS = {"group_size": 128, "desc_act": False, "calibration_samples": 16, "calibration_tokens": 1024}
 CALIBRATION = {"synthetic": "kv_retrieval", "words": 1024}
@@ -94,7 +95,7 @@ def test_a_quantized_checkpoint_is_used_instead_of_quantizing(variants, tmp_path
     def refuse(*args):
         raise AssertionError("quantized although a checkpoint was given")
 
-    monkeypatch.setitem(models.MODEL_TECHNIQUES, "gptq4", refuse)
+    monkeypatch.setattr(get("gptq4"), "make_variant", refuse)
     options = OPTIONS | {"checkpoints": {"demo": str(variants / "gptq4")}}
     write_technique_variant(
         "demo", "gptq4", "gptq4", variants / "baseline.json", tmp_path / "w", tmp_path / "v.json", options, []
@@ -106,7 +107,7 @@ def test_a_quantized_checkpoint_is_used_instead_of_quantizing(variants, tmp_path
     model, _, _ = load_variant(tmp_path / "v.json", "cpu")
     assert type(model.model.layers[0].mlp.down_proj).__name__ != "Linear"  # loaded as a quantized layer
     # a checkpoint stands for the technique on the base model only: after another technique it is not used
-    monkeypatch.setitem(models.MODEL_TECHNIQUES, "gptq4", lambda *a: {"quantized": True})
+    monkeypatch.setattr(get("gptq4"), "make_variant", lambda *a: {"quantized": True})
     write_technique_variant(
         "demo", "x+gptq4", "gptq4", tmp_path / "v.json", tmp_path / "w2", tmp_path / "v2.json", options, []
     )
@@ -125,7 +126,7 @@ def test_same_tokenizer_tells_different_vocabularies_apart(tmp_path):
 
 
 def test_a_group_size_that_does_not_divide_a_layer_is_refused_before_quantizing(variants, tmp_path):
-    from lcopt.prune import PruneTarget, prune, random_scores
+    from lcopt.techniques.prune import PruneTarget, prune, random_scores
 
     model, tokenizer, _ = load_variant(variants / "baseline.json", "cpu", "float32")
     prune(model, random_scores(model), PruneTarget(hidden=0.75, intermediate=0.5))  # hidden 192
@@ -140,7 +141,7 @@ def test_a_group_size_that_does_not_divide_a_layer_is_refused_before_quantizing(
 
 
 def test_pruning_to_a_multiple_of_the_group_size_gives_a_runnable_4bit_model(variants, tmp_path):
-    from lcopt.prune import PruneTarget, prune, random_scores
+    from lcopt.techniques.prune import PruneTarget, prune, random_scores
 
     model, tokenizer, _ = load_variant(variants / "baseline.json", "cpu", "float32")
     target = PruneTarget(hidden=0.75, intermediate=0.643, multiple_of=64)

@@ -4,7 +4,7 @@ and the cache keeps the paper's layout (per-channel keys in blocks, per-token va
 import pytest
 import torch
 
-from lcopt.kivi import KIVICache, KIVILayer, dequantize, pack, quantize, unpack
+from lcopt.techniques.kivi import KIVICache, KIVILayer, dequantize, pack, quantize, unpack
 
 
 @pytest.mark.parametrize("bits", [2, 4])

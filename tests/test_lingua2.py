@@ -9,9 +9,9 @@ import pytest
 import tiktoken
 import tiktoken.load
 
-from lcopt import lingua2
-from lcopt.lingua2_demo import build_tiny_classifier
 from lcopt.synthetic import generate
+from lcopt.techniques import lingua2
+from lcopt.techniques.lingua2 import build_tiny_classifier
 
 ROWS = list(generate("kv_retrieval", 300, 3, seed=0))
 

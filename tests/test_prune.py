@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from lcopt import synthetic
+from lcopt.data import calibration_batches
 from lcopt.models import DEMO_MODEL, load_variant, write_variant
 from lcopt.prompts import build_prompt
-from lcopt.prune import PruneTarget, calibration_batches, importance, prune, random_scores
 from lcopt.tasks import get_task
+from lcopt.techniques.prune import PruneTarget, importance, prune, random_scores
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +96,12 @@ def test_a_released_checkpoint_replaces_native_pruning(tmp_path, monkeypatch):
     import json
 
     from lcopt import models
+    from lcopt.techniques import get
 
     def refuse(*args):
         raise AssertionError("pruned natively although a checkpoint was given")
 
-    monkeypatch.setitem(models.MODEL_TECHNIQUES, "prune", refuse)
+    monkeypatch.setattr(get("prune"), "make_variant", refuse)
     released = models.resolve_source(models.DEMO_MODEL)  # stands in for nvidia/Llama-3.1-Minitron-4B-Width-Base
     models.write_variant("demo", "baseline", models.DEMO_MODEL, tmp_path / "baseline.json")
     options = {"calibration_samples": 1, "checkpoints": {"demo": released, "other": "nvidia/x"}}

@@ -1,10 +1,17 @@
 """The lookup drill's batches and the offset-head initialisation it tests."""
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 
-from lcopt import recall_drill as drill
 from lcopt.demo_model import TrainConfig, build_model, build_tokenizer
+
+# tools/ is research code outside the package; load it by path
+_spec = importlib.util.spec_from_file_location("recall_drill", Path(__file__).parents[1] / "tools" / "recall_drill.py")
+drill = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(drill)
 
 
 @pytest.mark.parametrize("fmt", drill.FORMATS)

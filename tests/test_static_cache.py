@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lcopt import decode_attention, static_cache
-from lcopt.kivi import KIVILayer
+from lcopt.techniques.kivi import KIVILayer
 
 needs_triton = pytest.mark.skipif(decode_attention.triton is None, reason="triton is not installed")
 

@@ -83,10 +83,13 @@ def test_run_trains_the_demo_classifier_and_compresses_with_it(finished_run):
     """The demo LLMLingua-2 classifier the workflow trained keeps fact words and drops filler, measured on rows
     that neither its training nor its own evaluation saw."""
     r = finished_run / "results"
-    classifier = r / "models/lingua2/lcopt-demo-lingua2-bert-base-multilingual-cased"
+    classifier = r / "assets/lingua2/lcopt-demo-lingua2-bert-base-multilingual-cased"
     summary = json.loads((classifier / "train_summary.json").read_text())
     assert summary["train_seconds"] < 300 and summary["losses"][-1] < summary["losses"][0] / 2
-    assert (r / "benchmarks/train_lingua2_demo.tsv").is_file() and (r / "logs/train_lingua2_demo.log").is_file()
+    asset = "lingua2/lcopt-demo-lingua2-bert-base-multilingual-cased"
+    assert (r / f"benchmarks/technique_asset/{asset}.tsv").is_file() and (
+        r / f"logs/technique_asset/{asset}.log"
+    ).is_file()
     full = [json.loads(x) for x in (r / "prompts/demo/full/facts-200.jsonl").read_text().splitlines()]
     short = [json.loads(x) for x in (r / "prompts/demo/lingua2/facts-200.jsonl").read_text().splitlines()]
     for f, s in zip(full, short, strict=True):
@@ -94,8 +97,8 @@ def test_run_trains_the_demo_classifier_and_compresses_with_it(finished_run):
     preds = [json.loads(x) for x in (r / "predictions/demo/lingua2/facts-200.jsonl").read_text().splitlines()]
     assert len(preds) == 3 and all(p["status"] == "ok" for p in preds)
 
-    from lcopt import lingua2
-    from lcopt.lingua2_demo import keep_rates, labelled_rows
+    from lcopt.techniques import lingua2
+    from lcopt.techniques.lingua2 import keep_rates, labelled_rows
 
     rows = list(labelled_rows(12, "held-out-test", 1024, 1024))  # all four tasks, 3 rows each
     rates = keep_rates(lingua2.load_compressor(classifier), rows, rate=0.5)
@@ -141,7 +144,7 @@ def test_adding_a_model_schedules_only_its_jobs(finished_run):
 def test_prompt_compression_runs_once_per_dataset_for_all_models(tmp_path):
     """lingua2 (a tiny local LLMLingua-2 classifier) composed with kivi4; two models share the compression."""
     from lcopt import synthetic
-    from lcopt.lingua2_demo import build_tiny_classifier
+    from lcopt.techniques.lingua2 import build_tiny_classifier
 
     texts = [r["context"] for r in synthetic.generate("passkey", 200, 3, 0)]
     classifier = build_tiny_classifier(tmp_path / "models", texts)

@@ -9,6 +9,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from lcopt import techniques
 from lcopt.stacks import StackError, expand_levels, parse_stack
 from lcopt.tasks import get_task
 
@@ -20,7 +21,30 @@ class ConfigError(ValueError):
 
 
 def schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    """The config schema: the base file plus, from the technique registry, the technique names and each
+    technique's option block."""
+    sch = yaml.safe_load(SCHEMA_PATH.read_text())
+    sch["properties"]["techniques"]["items"]["enum"] = sorted(techniques.registry())
+    for key, block in techniques.options_blocks().items():
+        if key in sch["properties"]:
+            raise ConfigError(f"technique option block {key!r} clashes with lcopt's own config key {key!r}")
+        sch["properties"][key] = block
+    return sch
+
+
+def load_technique_modules(config: dict, source: str = "config") -> None:
+    """The config's own technique modules (`technique_modules`), registered before anything is checked."""
+    specs = config.get("technique_modules", [])
+    if not isinstance(specs, list) or not all(isinstance(x, str) for x in specs):
+        raise ConfigError(f"{source}: key 'technique_modules': expected a list of module paths or names")
+    for i, spec in enumerate(specs):
+        try:
+            techniques.load_modules([spec])
+        except Exception as exc:
+            raise ConfigError(
+                f"{source}: key 'technique_modules.{i}': cannot load {spec!r} ({type(exc).__name__}: {exc}); "
+                "give a .py file (relative to the working directory) or an importable module name"
+            ) from exc
 
 
 def _key(path: Sequence) -> str:
@@ -73,6 +97,7 @@ def validate(config: dict, source: str = "config") -> dict:
     """Check `config` against the schema and the cross-field rules; fill defaults; return it."""
     if not isinstance(config, dict):
         raise ConfigError(f"{source}: the config must be a mapping, got {type(config).__name__}")
+    load_technique_modules(config, source)
     sch = schema()
     errors = sorted(jsonschema.Draft202012Validator(sch).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -94,25 +119,7 @@ def validate(config: dict, source: str = "config") -> dict:
         lb = config["longbench"]
         if lb["source"] == "local" and not lb.get("local_dir"):
             raise ConfigError(f"{source}: key 'longbench.local_dir': required when longbench.source is local")
-    for block in ("prune", "gptq"):
-        calib = config[block].get("calibration_dataset")
-        if calib is not None and calib not in config["datasets"]:
-            raise ConfigError(
-                f"{source}: key '{block}.calibration_dataset': {calib!r} is not a dataset of this config; "
-                f"allowed: {', '.join(config['datasets'])}"
-            )
-        for name in config[block].get("checkpoints", {}):
-            if name not in config["models"]:
-                raise ConfigError(
-                    f"{source}: key '{block}.checkpoints.{name}': not a model of this config; "
-                    f"allowed: {', '.join(config['models'])}"
-                )
-    kivi = config["kivi"]
-    if kivi["residual_length"] % kivi["group_size"]:
-        raise ConfigError(
-            f"{source}: key 'kivi.residual_length': {kivi['residual_length']} is not a multiple of "
-            f"kivi.group_size {kivi['group_size']} (KIVI quantizes keys in whole groups of tokens)"
-        )
+    _check_technique_options(config, source)
     if config.get("techniques"):
         expanded = expand_levels(config["techniques"], config["levels"])
         config["stacks"] = list(dict.fromkeys([*config["stacks"], *expanded]))
@@ -122,6 +129,39 @@ def validate(config: dict, source: str = "config") -> dict:
         except StackError as exc:
             raise ConfigError(f"{source}: key 'stacks.{i}': {exc}") from None
     return config
+
+
+def _check_technique_options(config: dict, source: str) -> None:
+    """Each technique's option block: datasets and models it names exist, and its own cross-value rules."""
+    checked = set()
+    for technique in techniques.registry().values():
+        block = technique.options_key
+        if block not in config:
+            continue
+        options = config[block]
+        if block not in checked:
+            checked.add(block)
+            calib = options.get("calibration_dataset")
+            if calib is not None and calib not in config["datasets"]:
+                raise ConfigError(
+                    f"{source}: key '{block}.calibration_dataset': {calib!r} is not a dataset of this config; "
+                    f"allowed: {', '.join(config['datasets'])}"
+                )
+            for name in options.get("checkpoints", {}):
+                if name not in config["models"]:
+                    raise ConfigError(
+                        f"{source}: key '{block}.checkpoints.{name}': not a model of this config; "
+                        f"allowed: {', '.join(config['models'])}"
+                    )
+        try:
+            technique.check_options(options)
+        except techniques.OptionError as exc:
+            raise ConfigError(f"{source}: key '{block}.{exc.key}': {exc}") from None
+
+
+def technique_options(config: dict, technique: str) -> dict:
+    """The (validated) option block of a technique; {} for one without options."""
+    return dict(config.get(techniques.get(technique).options_key, {}))
 
 
 def check_sources(config: dict, source: str = "config") -> None:
@@ -141,7 +181,7 @@ def check_sources(config: dict, source: str = "config") -> None:
     for name, model in config["models"].items():
         if "path" in model:
             try:
-                resolve_source(model["path"])
+                resolve_source(model["path"], weights=model["init"] != "random")
             except ModelError as exc:
                 raise ConfigError(f"{source}: key 'models.{name}.path': {exc}") from None
 

@@ -132,6 +132,13 @@ def calibration_texts(spec: dict, longbench: dict, cache_dir: Path, n: int) -> l
     return [r["context"] for r in rows[-n:]]
 
 
+def calibration_batches(tokenizer, texts: list[str], max_tokens: int, device: str) -> list[dict]:
+    """The calibration texts tokenized one per batch, each cut to `max_tokens`."""
+    return [
+        tokenizer(t, return_tensors="pt", truncation=True, max_length=max_tokens).to(device) for t in texts if t.strip()
+    ]
+
+
 def build_dataset(spec: dict, longbench: dict, cache_dir: Path) -> tuple[list[dict], dict]:
     """The rows a dataset entry of the config names, cut to its sample count."""
     n = spec["samples"]

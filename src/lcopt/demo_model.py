@@ -32,7 +32,6 @@ from lcopt.tasks import get_task
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = Path(__file__).parent / "data" / "demo-model"
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "<|end|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"

@@ -35,8 +35,10 @@ class EngineUnsupported(ValueError):
     """The model cannot run on the fast engine (the reference engine can)."""
 
 
-def unsupported_reason(model) -> str | None:
-    """Why the fast engine cannot run `model`, or None."""
+def unsupported_reason(model, kv_method: str = "none") -> str | None:
+    """Why the fast engine cannot run `model` with the cache method `kv_method`, or None."""
+    if not has_static_cache(kv_method):
+        return f"the KV-cache method {kv_method!r} (it has no fast-engine cache)"
     config = model.config
     if config.model_type not in SUPPORTED_TYPES:
         return f"model_type {config.model_type!r} (the fast engine runs {', '.join(SUPPORTED_TYPES)})"
@@ -44,6 +46,41 @@ def unsupported_reason(model) -> str | None:
     if window and window < config.max_position_embeddings:
         return f"sliding-window attention ({window} tokens)"
     return None
+
+
+def has_static_cache(kv_method: str) -> bool:
+    """Whether the cache-side technique `kv_method` implements the fast engine's cache (`none`: it does)."""
+    if kv_method == "none":
+        return True
+    from lcopt.techniques import CacheTechnique, get
+
+    return type(get(kv_method)).static_cache is not CacheTechnique.static_cache
+
+
+def static_cache_factory(kv_method: str, model, options: dict) -> CacheFactory:
+    """`(max_len, layers, device) -> empty cache` of the cache-side technique `kv_method` (`none`: the
+    model's own dtype) in the fast engine's preallocated format."""
+    from lcopt.static_cache import DenseCache
+
+    if not has_static_cache(kv_method):
+        raise EngineUnsupported(f"the KV-cache method {kv_method!r} has no fast-engine cache")
+    geometry = cache_geometry(model.config)
+    dtype = model.get_input_embeddings().weight.dtype
+    if kv_method == "none":
+        build = DenseCache
+    else:
+        from lcopt.techniques import get
+
+        technique = get(kv_method)
+
+        def build(**kwargs):
+            return technique.static_cache(model.config, options, **kwargs)
+
+    def make(max_len: int, layers: int | None = None, device=None) -> StaticCache:
+        device = model.get_input_embeddings().weight.device if device is None else device
+        return build(**geometry | {"layers": layers or geometry["layers"]}, max_len=max_len, device=device, dtype=dtype)
+
+    return make
 
 
 def cache_geometry(config) -> dict:

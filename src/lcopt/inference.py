@@ -33,7 +33,6 @@ from tqdm import tqdm
 from transformers.generation.streamers import BaseStreamer
 
 from lcopt.io import read_jsonl, write_jsonl_atomic, write_text_atomic
-from lcopt.kvcache import make_cache, make_static_cache
 from lcopt.prompts import COMPRESSION_FIELDS
 
 log = logging.getLogger(__name__)
@@ -73,22 +72,47 @@ class TokenClock(BaseStreamer):
         pass
 
 
+def make_cache(kv_method: str, model_config, options: dict | None = None):
+    """A fresh cache of the cache-side technique `kv_method` for one `generate` call; `none` (and a
+    technique's own None) is transformers' DynamicCache, which `generate` builds itself."""
+    if kv_method == "none":
+        return None
+    from lcopt.techniques import CacheTechnique, get
+
+    technique = get(kv_method)
+    if not isinstance(technique, CacheTechnique):
+        raise ValueError(f"{kv_method!r} is a {technique.side}-side technique, not a KV-cache method")
+    return technique.reference_cache(model_config, dict(options or {}))
+
+
 def cache_bytes(cache) -> int:
-    """Bytes held by every tensor of a transformers cache (quantized caches included)."""
+    """Bytes held by every tensor of a transformers cache (quantized caches included).
+
+    A wrapper tensor subclass (optimum-quanto's packed tensors) reports the shape and dtype it stands
+    for, not what it stores, so its inner tensors are counted instead (`__tensor_flatten__`); a dict
+    (HQQ's scales and zeros) is searched like an object."""
     if cache is None:
         return 0
     total, seen = 0, set()
 
     def visit(obj, depth=0):
         nonlocal total
-        if depth > 3:
+        if depth > 4:
             return
         if isinstance(obj, torch.Tensor):
-            if id(obj) not in seen:
-                seen.add(id(obj))
+            if id(obj) in seen:
+                return
+            seen.add(id(obj))
+            if hasattr(obj, "__tensor_flatten__"):
+                for name in obj.__tensor_flatten__()[0]:
+                    visit(getattr(obj, name), depth + 1)
+            else:
                 total += obj.numel() * obj.element_size()
         elif isinstance(obj, list | tuple):
             for item in obj:
+                visit(item, depth + 1)
+        elif isinstance(obj, dict):
+            for item in obj.values():
                 visit(item, depth + 1)
         elif hasattr(obj, "__dict__"):
             for item in vars(obj).values():
@@ -200,7 +224,7 @@ class ReferenceRunner:
         self.cache = None
 
     def generate(self, ids: list[int], max_new_tokens: int, pad_token_id: int, on_decode=None):
-        self.cache = make_cache(self.kv_method, self.model.config, **self.kv_options)
+        self.cache = make_cache(self.kv_method, self.model.config, self.kv_options)
         clock = TokenClock(self.device)
         start = time.perf_counter()
         with torch.inference_mode():
@@ -229,9 +253,9 @@ class FastRunner:
     name = "fast"
 
     def __init__(self, model, kv_method: str, kv_options: dict, max_len: int):
-        from lcopt.engine import FastEngine
+        from lcopt.engine import FastEngine, static_cache_factory
 
-        self.engine = FastEngine(model, make_static_cache(kv_method, model, kv_options))
+        self.engine = FastEngine(model, static_cache_factory(kv_method, model, kv_options))
         self.engine.reserve(max_len)
 
     def generate(self, ids: list[int], max_new_tokens: int, pad_token_id: int, on_decode=None):
@@ -250,7 +274,7 @@ class FastRunner:
         return self.engine.bytes_for(tokens)
 
 
-def choose_engine(engine: str, model, device: str) -> str:
+def choose_engine(engine: str, model, device: str, kv_method: str = "none") -> str:
     """`auto`: the fast engine on a GPU where it runs the architecture, else the reference."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}")
@@ -260,7 +284,7 @@ def choose_engine(engine: str, model, device: str) -> str:
 
     if not device.startswith("cuda"):
         return "reference"
-    reason = unsupported_reason(model)
+    reason = unsupported_reason(model, kv_method)
     if reason:
         log.info("reference engine: the fast engine does not run %s", reason)
         return "reference"
@@ -363,9 +387,10 @@ def run(
         log.info("resuming %s: %d of %d samples already done", out_jsonl, len(done), len(prompts))
     todo = [p for p in prompts if p["_id"] not in done]
     if todo:
-        model, tokenizer, _ = load_variant(variant_json, device, dtype)
+        model, tokenizer, variant = load_variant(variant_json, device, dtype)
+        init = variant.get("init", "pretrained")  # random: a system run, its predictions are not scored
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        chosen = choose_engine(engine, model, device)
+        chosen = choose_engine(engine, model, device, kv_method)
         if chosen == "fast":
             longest = max(p["n_tokens"] + (max_new_tokens or p["max_new_tokens"]) for p in todo)
             runner = FastRunner(model, kv_method, kv_options, longest)
@@ -386,6 +411,7 @@ def run(
                 "kv_method": kv_method,
                 "device": device,
                 "engine": chosen,
+                "init": init,
                 "weight_kernels": kernels,
             }
             try:

@@ -15,24 +15,18 @@ import logging
 import time
 from pathlib import Path
 
-from lcopt.gptq import apply_gptq4, apply_rtn4
 from lcopt.io import atomic_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 DEMO_MODEL = "lcopt-demo"
+DEMO_CHECKPOINT = Path(__file__).parent / "data" / "demo-model"  # the shipped checkpoint (lcopt.demo_model trains it)
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.gguf", "*.pt")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
 
 
 class ModelError(ValueError):
     """A model source that cannot be used; the message names the path and what is missing."""
-
-
-def demo_checkpoint() -> Path:
-    from lcopt.demo_model import CHECKPOINT_DIR
-
-    return CHECKPOINT_DIR
 
 
 def package_dir(package: str) -> Path:
@@ -42,8 +36,9 @@ def package_dir(package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def check_local_model(path: Path) -> None:
-    """Fail early, and clearly, on a directory that cannot hold a loadable model and its tokenizer."""
+def check_local_model(path: Path, weights: bool = True) -> None:
+    """Fail early, and clearly, on a directory that cannot hold a loadable model and its tokenizer
+    (`weights=False`: an architecture to build with random weights, config and tokenizer only)."""
     config = path / "config.json"
     if not config.is_file():
         raise ModelError(f"{path}: no config.json; not a Hugging Face model directory")
@@ -53,19 +48,19 @@ def check_local_model(path: Path) -> None:
         raise ModelError(f"{config}: not a JSON object ({exc})") from exc
     if not model_type:
         raise ModelError(f"{config}: no 'model_type'; not a transformers model config")
-    if not any(next(path.glob(p), None) for p in WEIGHT_PATTERNS):
+    if weights and not any(next(path.glob(p), None) for p in WEIGHT_PATTERNS):
         raise ModelError(f"{path}: config.json but no weights ({', '.join(WEIGHT_PATTERNS)})")
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
         raise ModelError(f"{path}: no tokenizer ({', '.join(TOKENIZER_FILES)})")
 
 
-def resolve_source(path: str) -> str:
+def resolve_source(path: str, weights: bool = True) -> str:
     """A `from_pretrained` argument: a checked local directory, or a hub id passed through."""
     if path == DEMO_MODEL:
-        path = str(demo_checkpoint())
+        path = str(DEMO_CHECKPOINT)
     local = Path(path)
     if local.exists():
-        check_local_model(local)
+        check_local_model(local, weights)
         return str(local.resolve())
     if path.startswith((".", "/")) or path.count("/") > 1:
         raise ModelError(f"{path}: no such directory (and not a hub id of the form owner/name)")
@@ -94,31 +89,12 @@ def import_gguf(package: str, file: str, out_dir: Path) -> None:
         write_json_atomic(tmp / "lcopt_source.json", {"package": package, "file": file})
 
 
-def write_variant(model: str, stack: str, source: str, out: Path) -> None:
-    """The baseline variant: a pointer to the source weights (model-side techniques add real ones)."""
-    resolved = resolve_source(source)
-    write_json_atomic(out, {"model": model, "stack": stack, "weights": resolved, "techniques": []})
-
-
-def apply_prune(parent_json: Path, out_dir: Path, options: dict, calibration: list[str]) -> dict:
-    """Minitron-style width pruning of the parent variant, saved as a standard HF model in `out_dir`."""
-    from lcopt.prune import PruneTarget, calibration_batches, importance, prune
-
-    model, tokenizer, _ = load_variant(parent_json, "cpu", "float32")
-    target = PruneTarget(options["hidden"], options["intermediate"], options["heads"], options.get("multiple_of", 1))
-    scores = importance(model, calibration_batches(tokenizer, calibration, options["calibration_tokens"], "cpu"))
-    before = sum(p.numel() for p in model.parameters())
-    prune(model, scores, target)
-    after = sum(p.numel() for p in model.parameters())
-    log.info("pruned %s: %d -> %d parameters (%s)", parent_json, before, after, target)
-    with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    return {"parameters_before": before, "parameters_after": after, "target": vars(target)}
-
-
-# model-side techniques: name -> apply(parent variant.json, weights dir, options, calibration texts)
-MODEL_TECHNIQUES = {"prune": apply_prune, "gptq4": apply_gptq4, "rtn4": apply_rtn4}
+def write_variant(model: str, stack: str, source: str, out: Path, init: str = "pretrained") -> None:
+    """The baseline variant: a pointer to the source weights (model-side techniques add real ones); with
+    `init: random`, to the architecture that is built with random weights when it is loaded."""
+    resolved = resolve_source(source, weights=init != "random")
+    record = {"model": model, "stack": stack, "weights": resolved, "techniques": []}
+    write_json_atomic(out, record | ({"init": "random"} if init == "random" else {}))
 
 
 def same_tokenizer(a: str, b: str) -> bool:
@@ -154,17 +130,26 @@ def write_technique_variant(
     options: dict,
     calibration: list[str],
 ) -> None:
-    """Apply `technique` to the parent variant, or point at a released checkpoint for it
+    """Apply the model-side `technique` to the parent variant, or point at a released checkpoint for it
     (`options["checkpoints"][model]`, used only when the parent is the baseline: a checkpoint is the
     technique applied to the base model)."""
+    from lcopt.techniques import get
+
     start = time.perf_counter()
     parent = json.loads(Path(parent_json).read_text())
     checkpoint = options.get("checkpoints", {}).get(model) if not parent["techniques"] else None
-    if checkpoint:
+    random = {}
+    if parent.get("init") == "random":  # a system run: the technique's shapes and formats, no weights
+        record = get(technique).random_variant(options, checkpoint)
+        if record is None:
+            raise ModelError(f"{technique} cannot be applied to a model with init: random (no weights to act on)")
+        random = {"init": "random", **{k: record[k] for k in ("int4_group_size",) if k in record}}
+        weights = record.get("weights", parent["weights"])
+    elif checkpoint:
         record = use_checkpoint(checkpoint, parent_json, weights_dir)
         weights = record["weights"]
     else:
-        record = MODEL_TECHNIQUES[technique](parent_json, weights_dir, options, calibration)
+        record = get(technique).make_variant(parent_json, weights_dir, options, calibration)
         weights = str(Path(weights_dir).resolve())
     write_json_atomic(
         out,
@@ -173,8 +158,11 @@ def write_technique_variant(
             "stack": variant,
             "weights": weights,
             "techniques": [*parent["techniques"], technique],
+            **random,
             "seconds": time.perf_counter() - start,
             technique: record,
+            # what each technique's load hook gets (`ModelTechnique.prepare_loaded`)
+            "options": parent.get("options", {}) | {technique: options},
         },
     )
 
@@ -185,14 +173,6 @@ def torch_dtype(name: str, device: str):
     if name == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     return getattr(torch, name)
-
-
-def is_gptq_checkpoint(weights: str) -> bool:
-    config = Path(weights) / "config.json"
-    if not config.is_file():
-        return False
-    quant = json.loads(config.read_text()).get("quantization_config") or {}
-    return quant.get("quant_method") == "gptq" or quant.get("checkpoint_format", "").startswith("gptq")
 
 
 def build_random(config_dir: str, device: str, dtype, int4_group_size: int | None = None, seed: int = 0):
@@ -220,9 +200,10 @@ def build_random(config_dir: str, device: str, dtype, int4_group_size: int | Non
 
 def load_variant(variant_json: Path, device: str, dtype: str = "auto"):
     """(model, tokenizer, variant record) of a variant, through `from_pretrained` like any hub model,
-    straight onto the device. A GPTQ checkpoint on a GPU is loaded with GPTQModel's CPU layers and
-    converted to PyTorch's own int4 kernel (`lcopt.int4`), never a kernel that builds or downloads at
-    first use. A variant with `init: random` is built from its config with random weights."""
+    straight onto the device unless one of its techniques asks to load elsewhere first
+    (`ModelTechnique.load_device`: 4-bit checkpoints load on the CPU and are converted to a GPU kernel
+    by the technique's `prepare_loaded`). A variant with `init: random` is built from its config with
+    random weights."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -234,15 +215,18 @@ def load_variant(variant_json: Path, device: str, dtype: str = "auto"):
         tokenizer = AutoTokenizer.from_pretrained(variant.get("tokenizer") or weights)
         return model.eval(), tokenizer, variant
     tokenizer = AutoTokenizer.from_pretrained(weights)
-    if device.startswith("cuda") and torch.cuda.device_count() > 1:  # a model too big for one GPU
-        model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch_type, device_map="auto")
-    elif device.startswith("cuda") and is_gptq_checkpoint(weights):
-        from lcopt.int4 import convert_gptq
+    from lcopt.techniques import get
 
-        model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch_type, device_map="cpu")
-        converted = convert_gptq(model, device, torch_type)
-        log.info("%s: %d GPTQ layers on tinygemm (aten._weight_int4pack_mm)", weights, converted)
-        model = model.to(device)
+    techniques = [get(t) for t in variant["techniques"]]
+    load_on = device
+    for technique in techniques:
+        load_on = technique.load_device(load_on)
+    if load_on.startswith("cuda") and torch.cuda.device_count() > 1:  # a model too big for one GPU
+        model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch_type, device_map="auto")
     else:
-        model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch_type, device_map=device)
+        model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch_type, device_map=load_on)
+    for technique in techniques:
+        technique.prepare_loaded(model, device, variant.get("options", {}).get(technique.name, {}))
+    if load_on != device:
+        model = model.to(device)
     return model.eval(), tokenizer, variant

@@ -91,7 +91,7 @@ def write_prompts(source: str, task_name: str, rows_jsonl, max_input_tokens: int
     from lcopt.models import resolve_source
     from lcopt.tasks import get_task
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_source(source))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_source(source, weights=False))  # the tokenizer is enough
     task = get_task(task_name)
     if not has_chat_template(tokenizer):
         logging.getLogger(__name__).warning("%s has no chat template: prompts are the plain task template", source)

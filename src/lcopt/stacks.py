@@ -2,36 +2,24 @@
 
 Model-side techniques (pruning, weight quantization) make a model variant and compose in the order
 given; prompt-side ones (prompt compression) make a prompt variant shared by every model; cache-side
-ones (KV-cache quantization) pick the cache of the inference job. `baseline` is the empty stack. A
-technique is registered once in `TECHNIQUES` with its side; nothing else special-cases it.
+ones (KV-cache quantization) pick the cache of the inference job. `baseline` is the empty stack. Each
+technique declares its side and what it composes with in its own module (`lcopt.techniques`); nothing
+here names one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from itertools import combinations
 
-Side = Literal["model", "prompt", "cache"]
+from lcopt.techniques import BASELINE, SIDES, ModelTechnique, Technique, get, registry
 
-# name -> side; the baseline needs none.
-TECHNIQUES: dict[str, Side] = {
-    "prune": "model",
-    "gptq4": "model",
-    "rtn4": "model",
-    "lingua2": "prompt",
-    "kivi4": "cache",
-    "kivi2": "cache",
-}
-BASELINE = "baseline"
-# model-side techniques that pack the weights into integers: nothing can act on the weights after them,
-# so one of them, if any, is the last model-side technique (prune+gptq4 is GPTQ of the pruned model).
-QUANTIZED_WEIGHTS = frozenset({"gptq4", "rtn4"})
-# the config block that holds a technique's options, where it is not the technique's own name
-OPTIONS_KEY = {"gptq4": "gptq", "rtn4": "gptq", "kivi4": "kivi", "kivi2": "kivi"}
+__all__ = ["BASELINE", "Stack", "StackError", "canonical", "expand_levels", "options_key", "parse_stack"]
 
 
 def options_key(technique: str) -> str:
-    return OPTIONS_KEY.get(technique, technique)
+    """The config block that holds a technique's options (gptq4 and rtn4 share `gptq`)."""
+    return get(technique).options_key
 
 
 class StackError(ValueError):
@@ -58,20 +46,19 @@ class Stack:
         return "+".join(self.cache) or "none"
 
 
-SIDE_ORDER = ("model", "prompt", "cache")
+def _packs_weights(t: Technique) -> bool:
+    return isinstance(t, ModelTechnique) and t.packs_weights
 
 
 def canonical(parts) -> str:
     """A stack's name with its techniques in the order they act: model side (weight quantization last),
     prompt side, cache side."""
-    return "+".join(sorted(parts, key=lambda p: (SIDE_ORDER.index(TECHNIQUES[p]), p in QUANTIZED_WEIGHTS)))
+    return "+".join(sorted(parts, key=lambda p: (SIDES.index(get(p).side), _packs_weights(get(p)))))
 
 
 def expand_levels(techniques: list[str], levels: list[int]) -> list[str]:
     """Level 1: each technique alone; level 2: every compatible pair (never two KV-cache methods or two
     weight quantizations)."""
-    from itertools import combinations
-
     stacks = []
     for level in sorted(levels):
         for combo in combinations(techniques, level):
@@ -82,23 +69,33 @@ def expand_levels(techniques: list[str], levels: list[int]) -> list[str]:
     return stacks
 
 
+SIDE_NOUN = {"model": "model-side technique", "prompt": "prompt-side technique", "cache": "KV-cache method"}
+
+
 def parse_stack(name: str) -> Stack:
     if name == BASELINE:
         return Stack(name, (), (), ())
+    techniques = registry()
     parts = name.split("+")
-    unknown = [p for p in parts if p not in TECHNIQUES]
+    unknown = [p for p in parts if p not in techniques]
     if unknown:
-        allowed = ", ".join([BASELINE, *sorted(TECHNIQUES)])
+        allowed = ", ".join([BASELINE, *sorted(techniques)])
         raise StackError(f"stack {name!r}: unknown technique(s) {unknown}; allowed: {allowed}")
     if len(set(parts)) != len(parts):
         raise StackError(f"stack {name!r} names a technique twice")
-    by_side = {side: tuple(p for p in parts if TECHNIQUES[p] == side) for side in ("model", "prompt", "cache")}
-    if len(by_side["cache"]) > 1:
-        raise StackError(f"stack {name!r}: at most one KV-cache method, got {list(by_side['cache'])}")
-    quantized = [p for p in by_side["model"] if p in QUANTIZED_WEIGHTS]
-    if quantized and (len(quantized) > 1 or by_side["model"][-1] != quantized[0]):
+    by_side = {side: tuple(p for p in parts if techniques[p].side == side) for side in SIDES}
+    for side, names in by_side.items():
+        single = [p for p in names if techniques[p].one_per_stack]
+        if single and len(names) > 1:
+            raise StackError(f"stack {name!r}: at most one {SIDE_NOUN[side]}, got {list(names)}")
+    packed = [p for p in by_side["model"] if _packs_weights(techniques[p])]
+    if packed and (len(packed) > 1 or by_side["model"][-1] != packed[0]):
         raise StackError(
-            f"stack {name!r}: a weight quantization ({quantized[0]}) must be the last model-side technique, "
+            f"stack {name!r}: a weight quantization ({packed[0]}) must be the last model-side technique, "
             "and only one (nothing acts on packed integer weights)"
         )
+    for a, b in combinations(parts, 2):
+        reason = techniques[a].incompatibility(techniques[b]) or techniques[b].incompatibility(techniques[a])
+        if reason:
+            raise StackError(f"stack {name!r}: {a} and {b} do not compose ({reason})")
     return Stack(name, by_side["model"], by_side["prompt"], by_side["cache"])

@@ -8,7 +8,7 @@ sequence of a job, so that a decode step has static shapes and can be captured i
   maximum (later tokens beyond it saturate at ±448 × scale);
 - `KIVICache`: KIVI's packed 2/4-bit codes, keys per channel over groups of tokens, values per token
   over groups of channels, quantized as the cache fills, the newest tokens in a full-precision window
-  (the same quantization points as the reference `lcopt.kivi.KIVICache`: whole blocks of
+  (the same quantization points as the reference `lcopt.techniques.kivi.KIVICache`: whole blocks of
   `residual_length` keys, values as they leave the window). No full-precision copy of the whole cache
   is ever made: the prefill quantizes each layer's states as soon as they are computed.
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from lcopt.decode_attention import DecodeAttention, attend_reference, triton
-from lcopt.kivi import quantize_groups
+from lcopt.techniques.kivi import quantize_groups
 
 
 def pack_planes(codes: torch.Tensor, bits: int) -> torch.Tensor:
@@ -45,7 +45,7 @@ if triton is not None:
 
     @triton.jit
     def _codes(x, mn, sc, QMAX: tl.constexpr):
-        """torch.round((x - mn) / sc) clamped to [0, QMAX]: halves to even, as `lcopt.kivi.quantize_groups`."""
+        """torch.round((x - mn) / sc) clamped to [0, QMAX], halves to even (as `kivi.quantize_groups`)."""
         t = tl.math.div_rn(x - mn, sc)
         r = tl.floor(t + 0.5)
         r = tl.where(((r - t) == 0.5) & ((r.to(tl.int32) % 2) == 1), r - 1.0, r)

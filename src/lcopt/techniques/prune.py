@@ -1,4 +1,4 @@
-"""Minitron-style width pruning (Muralidharan et al., 2024) for Llama-architecture models.
+"""`prune`: Minitron-style width pruning (Muralidharan et al., 2024) for Llama-architecture models.
 
 Importance is activation-based, measured on calibration text in one forward pass:
 - MLP neurons: the magnitude of each intermediate activation act(gate) * up;
@@ -16,8 +16,12 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
 
 import torch
+
+from lcopt.techniques import CHECKPOINTS_SCHEMA, ModelTechnique, register
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +143,6 @@ def prune(model, scores: dict[str, torch.Tensor], target: PruneTarget):
     return model
 
 
-def calibration_batches(tokenizer, texts: list[str], max_tokens: int, device: str) -> list[dict]:
-    return [
-        tokenizer(t, return_tensors="pt", truncation=True, max_length=max_tokens).to(device) for t in texts if t.strip()
-    ]
-
-
 def random_scores(model, seed: int = 0) -> dict[str, torch.Tensor]:
     """Uniformly random importance with the same shapes: the control that activation importance must beat."""
     g = torch.Generator().manual_seed(seed)
@@ -154,3 +152,72 @@ def random_scores(model, seed: int = 0) -> dict[str, torch.Tensor]:
         out[f"mlp.{i}"] = torch.rand(cfg.intermediate_size, generator=g)
         out[f"heads.{i}"] = torch.rand(cfg.num_key_value_heads, generator=g)
     return out
+
+
+class Prune(ModelTechnique):
+    summary = (
+        "Minitron-style width pruning (activation importance of MLP neurons, GQA groups, embedding "
+        "channels; no distillation), or a released pruned checkpoint"
+    )
+    options_schema: ClassVar[dict] = {
+        "description": "native Minitron-style width pruning "
+        "(kept fractions; defaults as Llama-3.1-8B -> Minitron-4B-Width)",
+        "properties": {
+            "hidden": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.75},
+            "intermediate": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.643},
+            "heads": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": 1,
+                "default": 1.0,
+                "description": "kept GQA groups",
+            },
+            "multiple_of": {
+                "type": "integer",
+                "minimum": 1,
+                "default": 1,
+                "description": "round kept embedding channels and MLP neurons to a multiple of this "
+                "(e.g. gptq.group_size)",
+            },
+            "calibration_dataset": {
+                "type": "string",
+                "description": "a dataset of this config whose unscored text calibrates importance (default the first)",
+            },
+            "calibration_samples": {"type": "integer", "minimum": 1, "default": 16},
+            "calibration_tokens": {"type": "integer", "minimum": 16, "default": 1024},
+            "checkpoints": CHECKPOINTS_SCHEMA
+            | {"description": "model name -> its released pruned checkpoint (the study used NVIDIA's Minitron models)"},
+        },
+    }
+
+    def random_variant(self, options: dict, checkpoint: str | None) -> dict | None:
+        """A released pruned checkpoint's architecture (its config directory), random; native pruning
+        needs real weights to rank."""
+        if not checkpoint:
+            return None
+        from lcopt.models import resolve_source
+
+        return {"weights": resolve_source(checkpoint, weights=False), "checkpoint": checkpoint}
+
+    def make_variant(self, parent_json: Path, weights_dir: Path, options: dict, calibration: list[str]) -> dict:
+        """Width pruning of the parent variant, saved as a standard HF model in `weights_dir`."""
+        from lcopt.data import calibration_batches
+        from lcopt.io import atomic_dir
+        from lcopt.models import load_variant
+
+        model, tokenizer, _ = load_variant(parent_json, "cpu", "float32")
+        target = PruneTarget(
+            options["hidden"], options["intermediate"], options["heads"], options.get("multiple_of", 1)
+        )
+        scores = importance(model, calibration_batches(tokenizer, calibration, options["calibration_tokens"], "cpu"))
+        before = sum(p.numel() for p in model.parameters())
+        prune(model, scores, target)
+        after = sum(p.numel() for p in model.parameters())
+        log.info("pruned %s: %d -> %d parameters (%s)", parent_json, before, after, target)
+        with atomic_dir(weights_dir) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        return {"parameters_before": before, "parameters_after": after, "target": vars(target)}
+
+
+register(Prune("prune"))

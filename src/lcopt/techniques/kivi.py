@@ -1,4 +1,5 @@
-"""KIVI KV-cache quantization (Liu et al., 2024, arXiv 2402.02750), pure PyTorch reference path.
+"""`kivi4`, `kivi2`: KIVI KV-cache quantization (Liu et al., 2024, arXiv 2402.02750), pure PyTorch
+reference path.
 
 Keys are quantized per channel (groups of `group_size` consecutive tokens share a min and a scale
 for each channel), values per token (groups of `group_size` consecutive channels of one token).
@@ -16,9 +17,12 @@ runs anywhere; fused GPU kernels belong behind `KIVILayer._read` later.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
+
+from lcopt.techniques import CacheTechnique, OptionError, register
 
 
 def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
@@ -141,3 +145,48 @@ class KIVICache(Cache):
     def __init__(self, config, bits: int = 4, group_size: int = 32, residual_length: int = 128):
         config = config.get_text_config(decoder=True)
         super().__init__(layers=[KIVILayer(bits, group_size, residual_length) for _ in range(config.num_hidden_layers)])
+
+
+class KIVI(CacheTechnique):
+    options_schema: ClassVar[dict] = {
+        "description": "KIVI cache options (kivi4, kivi2); KIVI's defaults",
+        "properties": {
+            "group_size": {"type": "integer", "minimum": 1, "default": 32},
+            "residual_length": {
+                "type": "integer",
+                "minimum": 1,
+                "default": 128,
+                "description": "newest tokens kept in full precision; a multiple of group_size",
+            },
+        },
+    }
+
+    def __init__(self, name: str, bits: int):
+        super().__init__(name, options_key="kivi")
+        self.bits = bits
+        self.summary = (
+            f"KIVI KV-cache quantization to {bits} bits: keys per channel, values per token, the newest "
+            "tokens exact (pure-PyTorch reference cache)"
+        )
+
+    def check_options(self, options: dict) -> None:
+        if options["residual_length"] % options["group_size"]:
+            raise OptionError(
+                "residual_length",
+                f"{options['residual_length']} is not a multiple of kivi.group_size {options['group_size']} "
+                "(KIVI quantizes keys in whole groups of tokens)",
+            )
+
+    def reference_cache(self, model_config, options: dict) -> KIVICache:
+        return KIVICache(model_config, bits=self.bits, **options)
+
+    def static_cache(self, model_config, options: dict, **engine_args):
+        """The fast engine's KIVI cache (`lcopt.static_cache.KIVICache`): the same codes, scales and
+        quantization points in preallocated buffers, read by the fused Triton decode kernel."""
+        from lcopt.static_cache import KIVICache as StaticKIVICache
+
+        options = {"group_size": 32, "residual_length": 128} | options  # KIVI's defaults, as KIVICache's
+        return StaticKIVICache(**engine_args, bits=self.bits, **options)
+
+
+register(KIVI("kivi4", bits=4), KIVI("kivi2", bits=2))

@@ -1,4 +1,4 @@
-"""4-bit weight quantization of every linear layer except the LM head: GPTQ (`gptq4`) and plain
+"""`gptq4`, `rtn4`: 4-bit weight quantization of every linear layer except the LM head: GPTQ (`gptq4`) and plain
 round-to-nearest (`rtn4`) at the same bits and group size, so that tables show what GPTQ's
 error-compensating updates buy over rounding.
 
@@ -20,6 +20,9 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import ClassVar
+
+from lcopt.techniques import CHECKPOINTS_SCHEMA, ModelTechnique, register
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,7 @@ def check_group_size(model, group_size: int) -> None:
 
 def calibration_examples(tokenizer, texts: list[str], max_tokens: int) -> list[dict]:
     """The calibration texts as GPTQModel takes them: one example per text, cut to `max_tokens`."""
-    from lcopt.prune import calibration_batches
+    from lcopt.data import calibration_batches
 
     return [
         {"input_ids": b["input_ids"][0].tolist(), "attention_mask": b["attention_mask"][0].tolist()}
@@ -133,17 +136,66 @@ def _parent_weights(parent_json: Path) -> str:
     return json.loads(Path(parent_json).read_text())["weights"]
 
 
-def apply(parent_json: Path, out_dir: Path, options: dict, calibration: list[str], *, method: str, bits: int) -> dict:
-    """A model technique (`lcopt.models.MODEL_TECHNIQUES`): quantize the parent variant into `out_dir`."""
-    from lcopt.io import atomic_dir
+class WeightQuantization(ModelTechnique):
+    """4-bit weights through GPTQModel, `method` "gptq" (error-compensating) or "rtn" (rounding)."""
 
-    with atomic_dir(out_dir) as tmp:
-        return quantize(_parent_weights(parent_json), tmp, method, bits, options, calibration)
+    packs_weights = True
+    options_schema: ClassVar[dict] = {
+        "description": "4-bit weight quantization of every linear layer but the LM head "
+        "(gptq4 = GPTQ, rtn4 = round-to-nearest)",
+        "properties": {
+            "group_size": {
+                "type": "integer",
+                "minimum": 8,
+                "default": 128,
+                "description": "input columns per scale and zero point",
+            },
+            "desc_act": {"type": "boolean", "default": False, "description": "act-order (GPTQ only)"},
+            "calibration_dataset": {
+                "type": "string",
+                "description": "a dataset of this config whose unscored text calibrates GPTQ (default the first)",
+            },
+            "calibration_samples": {"type": "integer", "minimum": 1, "default": 128},
+            "calibration_tokens": {"type": "integer", "minimum": 16, "default": 2048},
+            "checkpoints": CHECKPOINTS_SCHEMA
+            | {
+                "description": "model name -> an already GPTQ-quantized checkpoint used for gptq4 instead of quantizing"
+            },
+        },
+    }
+
+    def __init__(self, name: str, method: str, bits: int = 4):
+        super().__init__(name, options_key="gptq")
+        self.method, self.bits = method, bits
+        self.summary = (
+            "GPTQ 4-bit weights through GPTQModel (groups of gptq.group_size, act-order optional)"
+            if method == "gptq"
+            else "round-to-nearest 4-bit weights through GPTQModel, at GPTQ's bits and group size (the control)"
+        )
+
+    def load_device(self, device: str) -> str:
+        """On a GPU, load on the CPU first: loaded straight onto a GPU, GPTQModel 7.6 picks Machete (it
+        downloads CUTLASS at first use) or Marlin (a JIT build of minutes inside the first timed sample)."""
+        return "cpu" if device.startswith("cuda") else device
+
+    def prepare_loaded(self, model, device: str, options: dict) -> None:
+        """On a GPU, every GPTQ layer becomes PyTorch's own int4 kernel (`lcopt.int4.TinyGemmLinear`)."""
+        if device.startswith("cuda"):
+            from lcopt.int4 import convert_gptq
+
+            count = convert_gptq(model, device, model.get_input_embeddings().weight.dtype)
+            log.info("%d 4-bit layers on %s", count, "aten._weight_int4pack_mm (tinygemm)")
+
+    def random_variant(self, options: dict, checkpoint: str | None) -> dict:
+        """4-bit weights in the GPU kernel's layout (`lcopt.int4`), random: what a GPTQ model costs to run."""
+        return {"int4_group_size": options["group_size"], "random": "4-bit codes and scales"}
+
+    def make_variant(self, parent_json: Path, weights_dir: Path, options: dict, calibration: list[str]) -> dict:
+        """Quantize the parent variant into `weights_dir` (a GPTQ checkpoint that `from_pretrained` loads)."""
+        from lcopt.io import atomic_dir
+
+        with atomic_dir(weights_dir) as tmp:
+            return quantize(_parent_weights(parent_json), tmp, self.method, self.bits, options, calibration)
 
 
-def apply_gptq4(parent_json: Path, out_dir: Path, options: dict, calibration: list[str]) -> dict:
-    return apply(parent_json, out_dir, options, calibration, method="gptq", bits=4)
-
-
-def apply_rtn4(parent_json: Path, out_dir: Path, options: dict, calibration: list[str]) -> dict:
-    return apply(parent_json, out_dir, options, calibration, method="rtn", bits=4)
+register(WeightQuantization("gptq4", "gptq"), WeightQuantization("rtn4", "rtn"))

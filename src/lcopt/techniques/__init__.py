@@ -1,0 +1,146 @@
+"""The technique registry: one module per technique in this package, each registering itself.
+
+Every module of `lcopt.techniques` (but `base`) is imported on first use and calls `register` with its
+technique(s). A user's own technique lives outside lcopt and is loaded with `load_modules` (the config's
+`technique_modules`: file paths or dotted module names), before the config is validated, so that its
+names join the schema's enum and stack parsing exactly like lcopt's own.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.util
+import pkgutil
+import re
+import sys
+from pathlib import Path
+
+from lcopt.techniques.base import (
+    CHECKPOINTS_SCHEMA,
+    SIDES,
+    CacheTechnique,
+    ModelTechnique,
+    OptionError,
+    PromptTechnique,
+    Side,
+    Technique,
+)
+
+__all__ = [
+    "CHECKPOINTS_SCHEMA",
+    "SIDES",
+    "CacheTechnique",
+    "ModelTechnique",
+    "OptionError",
+    "PromptTechnique",
+    "Side",
+    "Technique",
+    "get",
+    "load_modules",
+    "markdown_list",
+    "options_blocks",
+    "register",
+    "registry",
+]
+
+BASELINE = "baseline"
+# Names that mean "no technique" somewhere in the workflow's paths (the variant, prompt variant and cache).
+RESERVED = frozenset({BASELINE, "full", "none"})
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+_REGISTRY: dict[str, Technique] = {}
+_discovered = False
+_loaded: set[str] = set()
+
+
+def register(*techniques: Technique) -> None:
+    """Add techniques to the registry (a module calls this at import time)."""
+    for t in techniques:
+        if not NAME.match(t.name) or t.name in RESERVED:
+            raise ValueError(
+                f"technique name {t.name!r}: must match {NAME.pattern} (no '+', which joins a stack) "
+                f"and not be one of {sorted(RESERVED)}"
+            )
+        if t.side not in SIDES:
+            raise ValueError(f"technique {t.name!r}: side {t.side!r} is not one of {', '.join(SIDES)}")
+        known = _REGISTRY.get(t.name)
+        if known is not None and type(known).__qualname__ != type(t).__qualname__:
+            raise ValueError(f"technique {t.name!r} is registered twice ({known!r} and {t!r})")
+        for other in _REGISTRY.values():
+            same_block = other.options_key == t.options_key and other.name != t.name
+            if same_block and other.options_schema != t.options_schema:
+                raise ValueError(
+                    f"techniques {other.name!r} and {t.name!r} share the config block {t.options_key!r} "
+                    "but declare different options"
+                )
+        _REGISTRY[t.name] = t
+
+
+def _discover() -> None:
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    for module in pkgutil.iter_modules(__path__):
+        if module.name != "base" and not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+def registry() -> dict[str, Technique]:
+    """Every registered technique by name (lcopt's own, then those of loaded user modules)."""
+    _discover()
+    return dict(_REGISTRY)
+
+
+def get(name: str) -> Technique:
+    techniques = registry()
+    try:
+        return techniques[name]
+    except KeyError:
+        raise KeyError(f"unknown technique {name!r}; allowed: {', '.join(sorted(techniques))}") from None
+
+
+def options_blocks() -> dict[str, dict]:
+    """Config block -> its JSON schema (with the block's default), for every registered technique."""
+    blocks: dict[str, dict] = {}
+    for t in registry().values():
+        if t.options_schema and t.options_key not in blocks:
+            schema = copy.deepcopy(t.options_schema)
+            defaults = {k: v["default"] for k, v in schema.get("properties", {}).items() if "default" in v}
+            blocks[t.options_key] = {"type": "object", "additionalProperties": False, "default": defaults} | schema
+    return blocks
+
+
+def markdown_list() -> str:
+    """The README's technique list: one line per technique, by side, with its module and config block."""
+    lines = []
+    for side in SIDES:
+        for name, t in sorted(registry().items()):
+            if t.side == side and t.__module__.startswith(f"{__name__}."):
+                block = f", options `{t.options_key}:`" if t.options_schema else ""
+                module = t.__module__.rsplit(".", 1)[-1]
+                lines.append(f"- **`{name}`** ({side} side, `techniques/{module}.py`{block}): {t.summary}.")
+    return "\n".join(lines)
+
+
+def load_modules(specs: list[str]) -> None:
+    """Import user technique modules: a path to a .py file (relative to the working directory) or a
+    dotted module name. Each registers its techniques on import; a module already loaded is skipped."""
+    _discover()
+    for spec in specs:
+        path = Path(spec)
+        key = str(path.resolve()) if spec.endswith(".py") else spec
+        if key in _loaded:
+            continue
+        if spec.endswith(".py"):
+            if not path.is_file():
+                raise FileNotFoundError(f"{spec}: no such file")
+            name = f"lcopt_user_technique_{re.sub(r'[^A-Za-z0-9_]', '_', path.stem)}"
+            module_spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module
+            module_spec.loader.exec_module(module)
+        else:
+            importlib.import_module(spec)
+        _loaded.add(key)

@@ -1,0 +1,64 @@
+"""Compare two result folders of the same config (e.g. the default run before and after a refactor).
+
+Compares every per-job score summary present in both (`results/scores/**/*.summary.json`) and, where
+both runs finished, `results/tables/*.csv` and `summary.md`, leaving out what measures time or memory
+(wall-clock times, tokens per second, peak memory), which no two runs share. Prints what differs and
+a count; exits 1 on any difference.
+
+    python tools/compare_runs.py /tmp/before-run/results /tmp/after-run/results
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import polars as pl
+
+TIMING = {
+    "ttft_s",
+    "tpot_s",
+    "e2e_s",
+    "decode_tokens_per_s",
+    "peak_mem_bytes",
+    "nvml_used_bytes",
+    "compression_seconds",
+}
+
+
+def summary_without_timing(path: Path) -> dict:
+    s = json.loads(path.read_text())
+    s["system"] = {k: v for k, v in s.get("system", {}).items() if k not in TIMING}
+    return s
+
+
+def table_without_timing(path: Path) -> pl.DataFrame:
+    df = pl.read_csv(path, infer_schema_length=None)
+    if "metric" in df.columns:
+        df = df.filter(~pl.col("metric").is_in(sorted(TIMING)))
+    return df.select([c for c in df.columns if c not in TIMING and not c.endswith(("_s", "seconds"))])
+
+
+def main(a: Path, b: Path) -> int:
+    differences, compared = [], 0
+    for path in sorted(a.glob("scores/**/*.summary.json")):
+        other = b / path.relative_to(a)
+        if other.is_file():
+            compared += 1
+            if summary_without_timing(path) != summary_without_timing(other):
+                differences.append(str(path.relative_to(a)))
+    tables = sorted(a.glob("tables/*.csv"))
+    for path in tables:
+        other = b / path.relative_to(a)
+        if other.is_file():
+            compared += 1
+            left, right = table_without_timing(path), table_without_timing(other)
+            if left.columns != right.columns or not left.equals(right):
+                differences.append(str(path.relative_to(a)))
+    print(json.dumps({"compared": compared, "differences": differences}))
+    return 1 if differences else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]), Path(sys.argv[2])))

@@ -75,8 +75,8 @@ def test_fp8_cache_rounds_each_state_once_to_e4m3_with_a_per_head_scale():
         assert (scaled > 448).any()  # the saturation case is exercised
 
 
-def make(kind, max_len, fused):
-    g = geometry(max_len, fused=fused)
+def make(kind, max_len, fused, head_dim=D):
+    g = geometry(max_len, fused=fused) | {"head_dim": head_dim}
     if kind == "dense":
         return static_cache.DenseCache(**g)
     if kind == "fp8":
@@ -87,12 +87,15 @@ def make(kind, max_len, fused):
 @needs_triton
 @pytest.mark.parametrize("kind", ["dense", "fp8", "kivi4", "kivi2"])
 def test_fused_kernels_equal_the_torch_path(kind):
-    """The Triton append and decode attention (Triton's interpreter on a CPU) against the torch path."""
-    keys, values = states(512, torch.float32, 5)
-    torch_cache, fused_cache = make(kind, 512, False), make(kind, 512, True)
+    """The Triton append and decode attention (Triton's interpreter on a CPU) against the torch path, at
+    a head size of 128 (KIVI's fused kernel needs planes of >= 16 channels and whole value groups)."""
+    g = torch.Generator().manual_seed(5)
+    keys, values = torch.randn(H, 512, 128, generator=g) * 2, torch.randn(H, 512, 128, generator=g)
+    torch_cache, fused_cache = make(kind, 512, False, 128), make(kind, 512, True, 128)
+    assert fused_cache.fused and not torch_cache.fused
     for cache in (torch_cache, fused_cache):
         cache.prefill(0, keys[:, :150], values[:, :150])
-    q = torch.randn(Q, D)
+    q = torch.randn(Q, 128)
     for pos in range(150, 280):
         torch_cache.append(0, keys[:, pos], values[:, pos], torch.tensor([pos]))
         fused_cache.append(0, keys[:, pos], values[:, pos], torch.tensor([pos]))

@@ -229,8 +229,9 @@ class KIVICache(StaticCache):
         if residual_length % group_size:
             raise ValueError(f"residual_length {residual_length} must be a multiple of group_size {group_size}")
         max_len = -(-max_len // residual_length) * residual_length  # whole blocks of keys
-        if head_dim * bits // 8 < 16:  # a plane of channels narrower than a tensor-core matmul: torch reads
-            fused = False
+        plane, value_group = head_dim * bits // 8, min(group_size, head_dim)
+        if plane < 16 or plane % value_group or head_dim // value_group > 4:
+            fused = False  # planes narrower than a tensor-core matmul, or value groups the kernel does not tile
         super().__init__(layers, kv_heads, head_dim, max_len, q_heads, device, dtype, fused, block_n=group_size)
         self.bits, self.group_size, self.residual = bits, group_size, residual_length
         self.value_group = min(group_size, head_dim)

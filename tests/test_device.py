@@ -7,7 +7,7 @@ the last run's output is committed under docs/benchmarks/ (see its README)."""
 import pytest
 import torch
 
-from lcopt import static_cache
+from lcopt import decode_attention, static_cache
 from lcopt.engine import FastEngine, static_cache_factory
 from lcopt.inference import ReferenceRunner
 
@@ -46,7 +46,16 @@ def test_fused_kernels_equal_the_torch_path_on_the_gpu(kind):
         assert torch.equal(a, b)
     length = torch.tensor([5000], dtype=torch.int32, device="cuda")
     expected, got = caches[0].attend(0, q, length).float(), caches[1].attend(0, q, length).float()
-    assert (got - expected).norm() / expected.norm() < 1e-2  # both bf16 outputs of float32 softmaxes
+    if not kind.startswith("kivi"):
+        assert (got - expected).norm() / expected.norm() < 1e-2  # both bf16 outputs of float32 softmaxes
+        return
+    # KIVI: the torch path dequantizes in bf16 (two roundings, as the reference cache), the kernel in
+    # float32 (one): measure both against the float32 attention over the values the codes stand for
+    exact = decode_attention.attend_reference(q.float(), *caches[0].read(0, 5000, torch.float32)).float()
+    fused_err = ((got - exact).norm() / exact.norm()).item()
+    torch_err = ((expected - exact).norm() / exact.norm()).item()
+    print(f"{kind}: relative error vs float32, fused {fused_err:.2e}, torch path {torch_err:.2e}")
+    assert fused_err <= max(1.5 * torch_err, 2e-3)
 
 
 def random_model(shared_assets, folder, dtype):

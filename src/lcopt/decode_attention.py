@@ -10,10 +10,9 @@ every decode step. `attend_reference` is the same computation in plain torch (CP
 
 KIVI layout (`static_cache.KIVICache`): codes packed along the channels in planes, byte j of a token
 holding channel j + p * D / planes at bits p * bits (`static_cache.pack_planes`), so that each plane
-is a contiguous slice of the channels; keys grouped per channel over `group_size` consecutive tokens
-(scale and minimum [groups, D]; a tile is one group, one matmul per plane), values per token over
-`group_size` consecutive channels (scale and minimum [S, D // group_size]; one matmul per group,
-whose scale is a per-token column). Keys at positions >=
+is a contiguous slice of the channels and one matmul; keys grouped per channel over `group_size`
+consecutive tokens (scale and minimum [groups, D]; a tile is one group), values per token over
+`group_size` consecutive channels (scale and minimum [S, D // group_size]). Keys at positions >=
 `(len // R) * R` and values at positions >= `len - R` are read from the bf16 residual buffers at
 slot `pos % R`.
 """
@@ -121,30 +120,32 @@ if triton is not None:
         return k
 
     @triton.jit
-    def _kivi_values(VC, VS, VM, VR, h, n0, offs_n, nmask, vq, offs_v, group: tl.constexpr,
+    def _kivi_values(VC, VS, VM, VR, h, n0, offs_n, nmask, vq, offs_c, plane: tl.constexpr,
                      stride_ch, stride_cn, stride_vsh, stride_vsn, stride_rh, stride_rn,
                      BITS: tl.constexpr, GK: tl.constexpr, GV: tl.constexpr, R: tl.constexpr, DP: tl.constexpr,
                      dtype: tl.constexpr, QUANT: tl.constexpr):  # fmt: skip
-        """One value group (GV channels, one scale and minimum per token) of a tile: per-token codes below
-        `vq`, the residual above. The group's channels are bytes (group * GV) % DP + j of plane
-        (group * GV) // DP, so its scale is a per-token column, broadcast in registers."""
-        plane: tl.constexpr = (group * GV) // DP
-        first: tl.constexpr = (group * GV) % DP
-        cols = VC + h * stride_ch + offs_n[:, None] * stride_cn + (first + offs_v)[None, :]
-        scales = h * stride_vsh + offs_n * stride_vsn + group
+        """One plane of a tile of values: per-token codes x scale + minimum below `vq`, residual above."""
         if QUANT:
-            codes = ((tl.load(cols) >> (BITS * plane)) & ((1 << BITS) - 1)).to(tl.float32)
-            sc = tl.load(VS + scales).to(tl.float32)
-            mn = tl.load(VM + scales).to(tl.float32)
-            return (codes * sc[:, None] + mn[:, None]).to(dtype)
+            b = tl.load(VC + h * stride_ch + offs_n[:, None] * stride_cn + offs_c[None, :])
+            codes = ((b >> (BITS * plane)) & ((1 << BITS) - 1)).to(tl.float32)
+            group = offs_n[:, None] * stride_vsn + ((plane * DP + offs_c) // GV)[None, :]
+            sc = tl.load(VS + h * stride_vsh + group).to(tl.float32)
+            mn = tl.load(VM + h * stride_vsh + group).to(tl.float32)
+            return (codes * sc + mn).to(dtype)
         quant = offs_n < vq
         res = (offs_n >= vq) & nmask
-        codes = ((tl.load(cols, mask=quant[:, None], other=0) >> (BITS * plane)) & ((1 << BITS) - 1)).to(tl.float32)
-        sc = tl.load(VS + scales, mask=quant, other=0.0).to(tl.float32)
-        mn = tl.load(VM + scales, mask=quant, other=0.0).to(tl.float32)
-        v = (codes * sc[:, None] + mn[:, None]).to(dtype)
+        if n0 + GK <= vq:
+            b = tl.load(VC + h * stride_ch + offs_n[:, None] * stride_cn + offs_c[None, :])
+        else:
+            b = tl.load(VC + h * stride_ch + offs_n[:, None] * stride_cn + offs_c[None, :],
+                        mask=quant[:, None], other=0)  # fmt: skip
+        codes = ((b >> (BITS * plane)) & ((1 << BITS) - 1)).to(tl.float32)
+        group = offs_n[:, None] * stride_vsn + ((plane * DP + offs_c) // GV)[None, :]
+        sc = tl.load(VS + h * stride_vsh + group, mask=quant[:, None], other=0.0).to(tl.float32)
+        mn = tl.load(VM + h * stride_vsh + group, mask=quant[:, None], other=0.0).to(tl.float32)
+        v = (codes * sc + mn).to(dtype)
         if n0 + GK > vq:
-            r = tl.load(VR + h * stride_rh + (offs_n % R)[:, None] * stride_rn + (group * GV + offs_v)[None, :],
+            r = tl.load(VR + h * stride_rh + (offs_n % R)[:, None] * stride_rn + (plane * DP + offs_c)[None, :],
                         mask=res[:, None], other=0.0).to(dtype)  # fmt: skip
             v = tl.where(quant[:, None], v, r)
         return v
@@ -154,9 +155,8 @@ if triton is not None:
                    KC, VC, KS, KM, VS, VM, KR, VR, h, offs_c,
                    stride_ch, stride_cn, stride_ksh, stride_ksg, stride_vsh, stride_vsn, stride_rh, stride_rn,
                    PB: tl.constexpr, BITS: tl.constexpr, GK: tl.constexpr, GV: tl.constexpr, R: tl.constexpr,
-                   DP: tl.constexpr, NG: tl.constexpr, dtype: tl.constexpr, IEEE: tl.constexpr,
-                   QUANT: tl.constexpr):  # fmt: skip
-        """One tile of GK tokens: scores over the key planes, online softmax, then the value groups."""
+                   DP: tl.constexpr, dtype: tl.constexpr, IEEE: tl.constexpr, QUANT: tl.constexpr):  # fmt: skip
+        """One tile of GK tokens: scores over the key planes, online softmax, the value planes."""
         offs_n = n0 + tl.arange(0, GK)
         nmask = offs_n < end
         k0 = _kivi_keys(
@@ -188,30 +188,28 @@ if triton is not None:
         alpha = tl.exp(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
         p = p.to(dtype)
-        offs_v = tl.arange(0, GV)
         v0 = _kivi_values(
-            VC, VS, VM, VR, h, n0, offs_n, nmask, vq, offs_v, 0,
-            stride_ch, stride_cn, stride_vsh, stride_vsn, stride_rh, stride_rn,
-            BITS, GK, GV, R, DP, dtype, QUANT,
+            VC, VS, VM, VR, h, n0, offs_n, nmask, vq, offs_c, 0,
+            stride_ch, stride_cn, stride_vsh, stride_vsn, stride_rh, stride_rn, BITS,
+            GK, GV, R, DP, dtype, QUANT,
+        )  # fmt: skip
+        v1 = _kivi_values(
+            VC, VS, VM, VR, h, n0, offs_n, nmask, vq, offs_c, 1,
+            stride_ch, stride_cn, stride_vsh, stride_vsn, stride_rh, stride_rn, BITS,
+            GK, GV, R, DP, dtype, QUANT,
         )  # fmt: skip
         acc0 = acc0 * alpha[:, None] + _dot(p, v0, IEEE)
-        if NG >= 2:
-            v1 = _kivi_values(
-                VC, VS, VM, VR, h, n0, offs_n, nmask, vq, offs_v, 1,
-                stride_ch, stride_cn, stride_vsh, stride_vsn, stride_rh, stride_rn,
-                BITS, GK, GV, R, DP, dtype, QUANT,
-            )  # fmt: skip
-            acc1 = acc1 * alpha[:, None] + _dot(p, v1, IEEE)
-        if NG == 4:
+        acc1 = acc1 * alpha[:, None] + _dot(p, v1, IEEE)
+        if PB == 4:
             v2 = _kivi_values(
-                VC, VS, VM, VR, h, n0, offs_n, nmask, vq, offs_v, 2,
-                stride_ch, stride_cn, stride_vsh, stride_vsn, stride_rh, stride_rn,
-                BITS, GK, GV, R, DP, dtype, QUANT,
+                VC, VS, VM, VR, h, n0, offs_n, nmask, vq, offs_c, 2,
+                stride_ch, stride_cn, stride_vsh, stride_vsn, stride_rh, stride_rn, BITS,
+                GK, GV, R, DP, dtype, QUANT,
             )  # fmt: skip
             v3 = _kivi_values(
-                VC, VS, VM, VR, h, n0, offs_n, nmask, vq, offs_v, 3,
-                stride_ch, stride_cn, stride_vsh, stride_vsn, stride_rh, stride_rn,
-                BITS, GK, GV, R, DP, dtype, QUANT,
+                VC, VS, VM, VR, h, n0, offs_n, nmask, vq, offs_c, 3,
+                stride_ch, stride_cn, stride_vsh, stride_vsn, stride_rh, stride_rn, BITS,
+                GK, GV, R, DP, dtype, QUANT,
             )  # fmt: skip
             acc2 = acc2 * alpha[:, None] + _dot(p, v2, IEEE)
             acc3 = acc3 * alpha[:, None] + _dot(p, v3, IEEE)
@@ -254,11 +252,10 @@ if triton is not None:
         if PB == 4:
             q2 = tl.load(qrow + (2 * DP + offs_c)[None, :], mask=gmask[:, None], other=0.0)
             q3 = tl.load(qrow + (3 * DP + offs_c)[None, :], mask=gmask[:, None], other=0.0)
-        NG: tl.constexpr = D // GV  # value groups: 1, 2 or 4 accumulators of GV channels
-        acc0 = tl.zeros([G_PAD, GV], tl.float32)
-        acc1 = tl.zeros([G_PAD, GV], tl.float32)
-        acc2 = tl.zeros([G_PAD, GV], tl.float32)
-        acc3 = tl.zeros([G_PAD, GV], tl.float32)
+        acc0 = tl.zeros([G_PAD, DP], tl.float32)
+        acc1 = tl.zeros([G_PAD, DP], tl.float32)
+        acc2 = tl.zeros([G_PAD, DP], tl.float32)
+        acc3 = tl.zeros([G_PAD, DP], tl.float32)
         m_i = tl.full([G_PAD], float("-inf"), tl.float32)
         l_i = tl.zeros([G_PAD], tl.float32)
         for n0 in range(start, both, GK):
@@ -266,23 +263,21 @@ if triton is not None:
                 q0, q1, q2, q3, acc0, acc1, acc2, acc3, m_i, l_i, n0, end, kq, vq, sm_scale,
                 KC, VC, KS, KM, VS, VM, KR, VR, h, offs_c,
                 stride_ch, stride_cn, stride_ksh, stride_ksg, stride_vsh, stride_vsn, stride_rh, stride_rn,
-                PB, BITS, GK, GV, R, DP, NG, dtype, IEEE, True,
+                PB, BITS, GK, GV, R, DP, dtype, IEEE, True,
             )  # fmt: skip
         for n0 in range(tl.maximum(start, both), end, GK):
             acc0, acc1, acc2, acc3, m_i, l_i = _kivi_step(
                 q0, q1, q2, q3, acc0, acc1, acc2, acc3, m_i, l_i, n0, end, kq, vq, sm_scale,
                 KC, VC, KS, KM, VS, VM, KR, VR, h, offs_c,
                 stride_ch, stride_cn, stride_ksh, stride_ksg, stride_vsh, stride_vsn, stride_rh, stride_rn,
-                PB, BITS, GK, GV, R, DP, NG, dtype, IEEE, False,
+                PB, BITS, GK, GV, R, DP, dtype, IEEE, False,
             )  # fmt: skip
         has = start < length
-        offs_v = tl.arange(0, GV)
-        _finish(acc0, l_i, has, 1.0, OUT, rows, gmask, offs_v, stride_oh, stride_os, s)
-        if NG >= 2:
-            _finish(acc1, l_i, has, 1.0, OUT, rows, gmask, GV + offs_v, stride_oh, stride_os, s)
-        if NG == 4:
-            _finish(acc2, l_i, has, 1.0, OUT, rows, gmask, 2 * GV + offs_v, stride_oh, stride_os, s)
-            _finish(acc3, l_i, has, 1.0, OUT, rows, gmask, 3 * GV + offs_v, stride_oh, stride_os, s)
+        _finish(acc0, l_i, has, 1.0, OUT, rows, gmask, offs_c, stride_oh, stride_os, s)
+        _finish(acc1, l_i, has, 1.0, OUT, rows, gmask, DP + offs_c, stride_oh, stride_os, s)
+        if PB == 4:
+            _finish(acc2, l_i, has, 1.0, OUT, rows, gmask, 2 * DP + offs_c, stride_oh, stride_os, s)
+            _finish(acc3, l_i, has, 1.0, OUT, rows, gmask, 3 * DP + offs_c, stride_oh, stride_os, s)
         safe_l = tl.where(l_i > 0, l_i, 1.0)
         tl.store(LSE + rows * tl.num_programs(1) + s, tl.where(has, m_i + tl.log(safe_l), float("-inf")), mask=gmask)
 

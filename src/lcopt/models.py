@@ -145,6 +145,8 @@ def write_technique_variant(
             raise ModelError(f"{technique} cannot be applied to a model with init: random (no weights to act on)")
         random = {"init": "random", **{k: record[k] for k in ("int4_group_size",) if k in record}}
         weights = record.get("weights", parent["weights"])
+        with atomic_dir(weights_dir) as tmp:  # the rule's output: no weights, the record of what stands in
+            write_json_atomic(tmp / "random.json", record)
     elif checkpoint:
         record = use_checkpoint(checkpoint, parent_json, weights_dir)
         weights = record["weights"]

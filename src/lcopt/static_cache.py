@@ -229,9 +229,8 @@ class KIVICache(StaticCache):
         if residual_length % group_size:
             raise ValueError(f"residual_length {residual_length} must be a multiple of group_size {group_size}")
         max_len = -(-max_len // residual_length) * residual_length  # whole blocks of keys
-        plane, value_group = head_dim * bits // 8, min(group_size, head_dim)
-        if plane < 16 or plane % value_group or head_dim // value_group > 4:
-            fused = False  # planes narrower than a tensor-core matmul, or value groups the kernel does not tile
+        if head_dim * bits // 8 < 16:  # a plane of channels narrower than a tensor-core matmul: torch reads
+            fused = False
         super().__init__(layers, kv_heads, head_dim, max_len, q_heads, device, dtype, fused, block_n=group_size)
         self.bits, self.group_size, self.residual = bits, group_size, residual_length
         self.value_group = min(group_size, head_dim)
@@ -307,20 +306,23 @@ class KIVICache(StaticCache):
         if slot == R - 1:
             self._put_keys(layer, p + 1 - R, self.k_residual[layer])
 
-    def read(self, layer, length):
+    def read(self, layer, length, dtype=None):
+        """As the reference cache dequantizes (in the model's dtype), or in `dtype` (float32: the exact
+        values the codes stand for, to measure both paths' rounding against)."""
+        dtype = dtype or self.dtype
         R = self.residual
         quantized_keys, quantized_values = length // R * R, max(length - R, 0)
-        kc = unpack_planes(self.k_codes[layer, :, :quantized_keys], self.bits).to(self.dtype)
+        kc = unpack_planes(self.k_codes[layer, :, :quantized_keys], self.bits).to(dtype)
         g = self.group_size
-        ks = self.k_scale[layer, :, : quantized_keys // g].repeat_interleave(g, dim=1)
-        km = self.k_min[layer, :, : quantized_keys // g].repeat_interleave(g, dim=1)
-        keys = torch.cat([kc * ks + km, self.k_residual[layer, :, : length - quantized_keys]], dim=1)
-        vc = unpack_planes(self.v_codes[layer, :, :quantized_values], self.bits).to(self.dtype)
+        ks = self.k_scale[layer, :, : quantized_keys // g].repeat_interleave(g, dim=1).to(dtype)
+        km = self.k_min[layer, :, : quantized_keys // g].repeat_interleave(g, dim=1).to(dtype)
+        keys = torch.cat([kc * ks + km, self.k_residual[layer, :, : length - quantized_keys].to(dtype)], dim=1)
+        vc = unpack_planes(self.v_codes[layer, :, :quantized_values], self.bits).to(dtype)
         gv = self.value_group
-        vs = self.v_scale[layer, :, :quantized_values].repeat_interleave(gv, dim=-1)
-        vm = self.v_min[layer, :, :quantized_values].repeat_interleave(gv, dim=-1)
+        vs = self.v_scale[layer, :, :quantized_values].repeat_interleave(gv, dim=-1).to(dtype)
+        vm = self.v_min[layer, :, :quantized_values].repeat_interleave(gv, dim=-1).to(dtype)
         window = torch.arange(quantized_values, length, device=vc.device) % R
-        values = torch.cat([vc * vs + vm, self.v_residual[layer, :, window]], dim=1)
+        values = torch.cat([vc * vs + vm, self.v_residual[layer, :, window].to(dtype)], dim=1)
         return keys, values
 
     def _attend_fused(self, layer, q, length):

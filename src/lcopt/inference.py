@@ -203,14 +203,14 @@ class MemoryProbe:
 
 
 def weight_kernels(model) -> list[str]:
-    """The classes that do the layers' matrix products (nn.Linear, or a quantized kernel's class)."""
+    """What does the decoder layers' matrix products: `nn.Linear` (cuBLAS / the CPU's BLAS), or the class
+    (and kernel) of a quantized layer."""
     names = set()
     for module in model.model.layers.modules() if hasattr(model, "model") else model.modules():
-        if hasattr(module, "weight") or hasattr(module, "qweight"):
-            kind = type(module)
-            if kind.__name__.endswith("Norm") or kind.__name__.endswith("Embedding"):
-                continue
-            names.add(getattr(module, "KERNEL", kind.__name__))
+        if hasattr(module, "KERNEL"):
+            names.add(module.KERNEL)
+        elif isinstance(module, torch.nn.Linear) or hasattr(module, "qweight"):
+            names.add(type(module).__name__)
     return sorted(names)
 
 
@@ -391,10 +391,19 @@ def run(
         init = variant.get("init", "pretrained")  # random: a system run, its predictions are not scored
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         chosen = choose_engine(engine, model, device, kv_method)
+        runner = None
         if chosen == "fast":
+            from lcopt.engine import EngineUnsupported
+
             longest = max(p["n_tokens"] + (max_new_tokens or p["max_new_tokens"]) for p in todo)
-            runner = FastRunner(model, kv_method, kv_options, longest)
-        else:
+            try:
+                runner = FastRunner(model, kv_method, kv_options, longest)
+            except EngineUnsupported as exc:
+                if engine == "fast":
+                    raise
+                log.info("reference engine: %s", exc)
+                chosen = "reference"
+        if runner is None:
             runner = ReferenceRunner(model, kv_method, kv_options, device)
         log.info("engine %s; warm-up took %.2f s", chosen, warm_up(runner, tokenizer, todo[0], pad))
         probe = MemoryProbe(model_devices(model))

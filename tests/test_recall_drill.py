@@ -1,6 +1,7 @@
 """The lookup drill's batches and the offset-head initialisation it tests."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from lcopt.demo_model import TrainConfig, build_model, build_tokenizer
 # tools/ is research code outside the package; load it by path
 _spec = importlib.util.spec_from_file_location("recall_drill", Path(__file__).parents[1] / "tools" / "recall_drill.py")
 drill = importlib.util.module_from_spec(_spec)
+sys.modules["recall_drill"] = drill  # its dataclasses look their module up there
 _spec.loader.exec_module(drill)
 
 

@@ -20,6 +20,7 @@ include: "rules/prompts.smk"
 include: "rules/inference.smk"
 include: "rules/scoring.smk"
 include: "rules/report.smk"
+include: "rules/benchmark.smk"
 
 
 rule all:

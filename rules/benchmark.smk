@@ -1,0 +1,18 @@
+rule decode_benchmark:
+    """Decode and prefill speed of the engines against the GPU's rooflines (benchmarks/decode.py), on
+    random weights of each `benchmark.models` architecture; not part of `all`:
+    `snakemake results/benchmarks/decode.json --resources gpu=1`."""
+    output:
+        f"{R}/benchmarks/decode.json",
+    params:
+        benchmark=config["benchmark"],
+    resources:
+        gpu=1,
+    log:
+        f"{R}/logs/decode_benchmark.log",
+    benchmark:
+        f"{R}/benchmarks/decode_benchmark.tsv"
+    conda:
+        "../envs/lcopt.yaml"
+    script:
+        "../scripts/decode_benchmark.py"

@@ -4,6 +4,7 @@ model's word-level tokenizer on synthetic rows."""
 
 import json
 from functools import cache
+from pathlib import Path
 
 import pytest
 from conftest import shared_tokenizer
@@ -272,3 +273,27 @@ def test_demo_truncated_prompt_has_no_unk(demo_tokenizer):
             p = build_prompt(tok, get_task(task_name), row, 300)
             ids = tok(p.text, add_special_tokens=p.add_special_tokens)["input_ids"]
             assert tok.unk_token_id not in ids
+
+
+# --- LongBench's own templates -------------------------------------------------------------------
+
+LONGBENCH_CONFIG = json.loads((Path(__file__).parent / "data" / "longbench_config.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("task", sorted(LONGBENCH_CONFIG["dataset2prompt"]))
+def test_longbench_templates_are_the_official_text_byte_for_byte(task):
+    """tasks.py's template, generation budget and metric for every LongBench task lcopt supports equal
+    LongBench's own config (tests/data/longbench_config.json names the commit), typos included."""
+    from lcopt.tasks import LONGBENCH
+
+    official = LONGBENCH_CONFIG["dataset2prompt"][task]
+    assert LONGBENCH[task].template.encode() == official.encode()
+    assert LONGBENCH[task].max_new_tokens == LONGBENCH_CONFIG["dataset2maxlen"][task]
+    assert f"{LONGBENCH[task].metric}_score" == LONGBENCH_CONFIG["dataset2metric"][task]
+
+
+def test_every_longbench_task_of_lcopt_is_checked_against_the_official_config():
+    from lcopt.tasks import LONGBENCH
+
+    assert set(LONGBENCH) == set(LONGBENCH_CONFIG["dataset2prompt"])
+    assert "asconcisely" in LONGBENCH["narrativeqa"].template  # LongBench's typo, kept on purpose

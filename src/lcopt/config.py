@@ -94,6 +94,11 @@ def validate(config: dict, source: str = "config") -> dict:
         lb = config["longbench"]
         if lb["source"] == "local" and not lb.get("local_dir"):
             raise ConfigError(f"{source}: key 'longbench.local_dir': required when longbench.source is local")
+    if config["longbench"]["local_variants"] and config["longbench"]["source"] != "local":
+        raise ConfigError(
+            f"{source}: key 'longbench.local_variants': applies to longbench.source local only (a hub file "
+            "must be the official one)"
+        )
     for block in ("prune", "gptq"):
         calib = config[block].get("calibration_dataset")
         if calib is not None and calib not in config["datasets"]:

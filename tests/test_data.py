@@ -111,7 +111,7 @@ def test_a_declared_local_variant_loads_with_a_warning_and_is_flagged(longbench_
 def test_a_hub_file_that_is_not_official_is_an_error(longbench_dir, tmp_path, fake_hub):
     local = _modified_copy(longbench_dir, tmp_path)
     fake_hub.archive = _zip(tmp_path / "data.zip", {"data/multi_news.jsonl": local / "multi_news.jsonl"})
-    with pytest.raises(DataError, match="the hub's data.zip is not the official release"):
+    with pytest.raises(DataError, match=r"the hub's data\.zip is not the official release"):
         load_longbench("multi_news", "hub", None, cache_dir=tmp_path / "cache", local_variant=True)
 
 

@@ -216,7 +216,7 @@ def test_support_metrics_read_the_prompt_the_model_received_not_the_row(tmp_path
     from lcopt.scoring import score_rows
 
     row = next(synthetic.generate("kv_retrieval", 200, 1, seed=0))
-    other_key, other_value = next((k, v) for k, v in row["key_values"].items() if v != row["answers"][0])
+    other_value = next(v for v in row["key_values"].values() if v != row["answers"][0])
     preds = [{"_id": row["_id"], "status": "ok", "prediction": other_value}]
     full = [{"_id": row["_id"], "prompt": row["context"] + " " + row["input"]}]
     cut = [{"_id": row["_id"], "prompt": row["input"]}]  # the facts were compressed away

@@ -134,7 +134,7 @@ def test_expected_under_independence_hand_values():
 def test_expected_never_leaves_0_to_1(baseline, parts):
     expected = float(expected_under_independence(baseline, parts))
     assert 0.0 <= expected <= 1.0
-    if 0 < baseline and all(p <= baseline for p in parts):  # no part improves: at most the weakest part
+    if baseline > 0 and all(p <= baseline for p in parts):  # no part improves: at most the weakest part
         assert expected <= min(parts) + 1e-12
 
 
@@ -150,7 +150,7 @@ def test_interaction_hand_example():
     lo, hi = paired_ci([baseline, a, b, stack], interaction, seed=0, n_resamples=2000)
     assert lo < -0.15 < hi
     # resampling within 20 samples: the interval is wide but stays within what the scale allows
-    assert -1.0 <= lo and hi <= 1.0
+    assert lo >= -1.0 and hi <= 1.0
 
 
 def test_independent_techniques_have_no_interaction():

@@ -24,6 +24,7 @@ TABLES = expand(
         "long.csv",
         "quality_wide.csv",
         "latency_wide.csv",
+        "paired.csv",
         "compounding.csv",
         "summary.md",
         "provenance.json",

@@ -7,6 +7,8 @@ rule prompts:
             else f"{R}/compressed/{w.prompt_variant}/{w.dataset}.jsonl"
         ),
         source=model_source_input,
+        # a compressed context's size in this model's tokens needs the context before compression
+        original=lambda w: [] if w.prompt_variant == "full" else [f"{R}/data/{w.dataset}.jsonl"],
     output:
         f"{R}/prompts/{{model}}/{{prompt_variant}}/{{dataset}}.jsonl",
     params:

@@ -1,8 +1,15 @@
 rule aggregate:
-    """Every summary into Polars tables: long (with CIs), wide, Markdown."""
+    """Every summary and per-sample score file into Polars tables: long (with CIs), wide, paired
+    differences and compounding (paired bootstrap CIs), Markdown."""
     input:
-        expand(
+        summaries=expand(
             f"{R}/scores/{{model}}/{{stack}}/{{dataset}}.summary.json",
+            model=MODELS,
+            stack=STACKS,
+            dataset=DATASETS,
+        ),
+        samples=expand(
+            f"{R}/scores/{{model}}/{{stack}}/{{dataset}}.samples.jsonl",
             model=MODELS,
             stack=STACKS,
             dataset=DATASETS,
@@ -11,6 +18,8 @@ rule aggregate:
         TABLES,
     params:
         config=config,
+        seed=config["seed"],
+        resamples=config["bootstrap_resamples"],
     log:
         f"{R}/logs/aggregate.log",
     benchmark:

@@ -1,8 +1,10 @@
 rule score:
-    """LongBench's metric per dataset plus F1/precision/recall/EM/hallucination, bootstrap CIs."""
+    """LongBench's metric per dataset plus F1/precision/recall/EM and support metrics, bootstrap CIs."""
     input:
         predictions=f"{R}/predictions/{{model}}/{{stack}}/{{dataset}}.jsonl",
         rows=f"{R}/data/{{dataset}}.jsonl",
+        # the support metrics read the prompt the model received
+        prompts=lambda w: f"{R}/prompts/{w.model}/{parse_stack(w.stack).prompt_variant}/{w.dataset}.jsonl",
     output:
         samples=f"{R}/scores/{{model}}/{{stack}}/{{dataset}}.samples.jsonl",
         summary=f"{R}/scores/{{model}}/{{stack}}/{{dataset}}.summary.json",

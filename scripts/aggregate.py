@@ -10,5 +10,5 @@ from lcopt.provenance import collect  # noqa: E402
 
 sm = snakemake  # noqa: F821
 out_dir = Path(sm.output[0]).parent
-write_tables([Path(p) for p in sm.input], out_dir)
+write_tables([Path(p) for p in sm.input.summaries], out_dir, sm.params.seed, sm.params.resamples)
 write_json_atomic(out_dir / "provenance.json", collect(dict(sm.params.config)))

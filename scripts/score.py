@@ -17,6 +17,7 @@ score_file(
     sm.params.task,
     Path(sm.input.predictions),
     Path(sm.input.rows),
+    Path(sm.input.prompts),
     Path(sm.output.samples),
     Path(sm.output.summary),
     labels,

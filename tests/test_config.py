@@ -64,6 +64,11 @@ def test_defaults_are_filled():
         (bad(datasets__x={"longbench": "qasper", "synthetic": "passkey", "words": 100}), ["exactly one of"]),
         (bad(stacks=["baseline", "turbo"]), ["key 'stacks.1'", "unknown technique", "allowed: baseline"]),
         (bad(longbench={"source": "local"}, datasets__lb={"longbench": "qasper"}), ["key 'longbench.local_dir'"]),
+        (
+            bad(longbench={"source": "local", "local_dir": "lb", "local_variants": ["musique"]}),
+            ["key 'longbench.local_variants.0'", "allowed:", "multi_news"],
+        ),
+        (bad(longbench={"local_variants": ["qasper"]}), ["key 'longbench.local_variants'", "source local only"]),
         (bad(kivi={"group_size": 32, "residual_length": 48}), ["key 'kivi.residual_length'", "multiple of"]),
         (bad(kivi={"bits": 3}), ["key 'kivi.bits'", "unknown key", "group_size, residual_length"]),
         (bad(gptq={"calibration_dataset": "nope"}), ["key 'gptq.calibration_dataset'", "allowed: kv-1k"]),

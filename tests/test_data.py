@@ -65,22 +65,54 @@ def test_local_multi_news_rows_and_provenance(longbench_dir, tmp_path):
     assert prov["official_sha256_match"] is True
 
 
-def test_modified_copy_loads_but_is_flagged(longbench_dir, tmp_path, caplog):
+def _modified_copy(longbench_dir: Path, tmp_path: Path) -> Path:
+    """multi_news.jsonl with the first row's answer edited, in a folder of its own."""
     lines = (longbench_dir / "multi_news.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     first = json.loads(lines[0])
     first["answers"] = ["an edited answer"]
     local = tmp_path / "local"
     local.mkdir()
     (local / "multi_news.jsonl").write_text(json.dumps(first) + "\n" + "".join(lines[1:]), encoding="utf-8")
+    return local
 
+
+def test_a_modified_copy_is_an_error_naming_file_digests_and_the_way_out(longbench_dir, tmp_path):
+    local = _modified_copy(longbench_dir, tmp_path)
+    digest = hashlib.sha256((local / "multi_news.jsonl").read_bytes()).hexdigest()
+    with pytest.raises(DataError) as err:
+        load_longbench("multi_news", "local", local, cache_dir=tmp_path / "cache")
+    message = str(err.value)
+    assert message.startswith(f"{local / 'multi_news.jsonl'}: sha256 {digest} differs from LongBench's official ")
+    assert OFFICIAL_SHA256["multi_news"] in message and "longbench.local_variants" in message
+    with pytest.raises(DataError, match="local_variants"):
+        build_dataset(
+            {"longbench": "multi_news", "samples": 2},
+            {"source": "local", "local_dir": str(local), "local_variants": ["qasper"]},  # another task's
+            tmp_path / "cache",
+        )
+
+
+def test_a_declared_local_variant_loads_with_a_warning_and_is_flagged(longbench_dir, tmp_path, caplog):
+    local = _modified_copy(longbench_dir, tmp_path)
     with caplog.at_level(logging.WARNING, logger="lcopt.data"):
-        rows, prov = load_longbench("multi_news", "local", local, cache_dir=tmp_path / "cache")
+        rows, prov = load_longbench("multi_news", "local", local, cache_dir=tmp_path / "cache", local_variant=True)
     assert len(rows) == 200
     assert rows[0]["answers"] == ["an edited answer"]
     assert prov["sha256"] == hashlib.sha256((local / "multi_news.jsonl").read_bytes()).hexdigest()
     assert prov["sha256"] != OFFICIAL_SHA256["multi_news"]
-    assert prov["official_sha256_match"] is False
+    assert prov["official_sha256_match"] is False and prov["local_variant"] is True
     assert any("differs from LongBench's official" in r.getMessage() for r in caplog.records)
+    spec = {"longbench": "multi_news", "samples": 2}
+    longbench = {"source": "local", "local_dir": str(local), "local_variants": ["multi_news"]}
+    rows, prov = build_dataset(spec, longbench, tmp_path / "cache")
+    assert len(rows) == 2 and prov["local_variant"] is True
+
+
+def test_a_hub_file_that_is_not_official_is_an_error(longbench_dir, tmp_path, fake_hub):
+    local = _modified_copy(longbench_dir, tmp_path)
+    fake_hub.archive = _zip(tmp_path / "data.zip", {"data/multi_news.jsonl": local / "multi_news.jsonl"})
+    with pytest.raises(DataError, match=r"the hub's data\.zip is not the official release"):
+        load_longbench("multi_news", "hub", None, cache_dir=tmp_path / "cache", local_variant=True)
 
 
 # --- hub LongBench, offline ----------------------------------------------------------------------
@@ -289,7 +321,9 @@ def test_longbench_dataset_overwrites_a_foreign_dataset_label(tmp_path):
         ],
     )
     rows, _ = build_dataset(
-        {"longbench": "hotpotqa", "samples": 3}, {"source": "local", "local_dir": str(local)}, tmp_path / "cache"
+        {"longbench": "hotpotqa", "samples": 3},
+        {"source": "local", "local_dir": str(local), "local_variants": ["hotpotqa"]},
+        tmp_path / "cache",
     )
     assert [r["dataset"] for r in rows] == ["hotpotqa"] * 3
     assert [r["input"] for r in rows] == ["q0", "q1", "q2"]
@@ -306,5 +340,5 @@ def test_longbench_dataset_from_the_hub(longbench_dir, tmp_path, fake_hub):
 def test_local_load_writes_nothing_into_local_dir(tmp_path):
     local = tmp_path / "lb"
     _write_jsonl(local / "hotpotqa.jsonl", [{"_id": "r0", "input": "q", "context": "c", "answers": ["a"]}])
-    load_longbench("hotpotqa", "local", local, cache_dir=tmp_path / "cache")
+    load_longbench("hotpotqa", "local", local, cache_dir=tmp_path / "cache", local_variant=True)
     assert sorted(p.name for p in local.iterdir()) == ["hotpotqa.jsonl"]

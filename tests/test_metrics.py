@@ -5,7 +5,6 @@ verbatim, so that lcopt's LongBench-exact metrics can be checked against them on
 """
 
 import json
-import math
 import os
 import re
 import string
@@ -18,17 +17,20 @@ from rouge_score import rouge_scorer
 
 from lcopt import metrics
 from lcopt.metrics import (
-    bootstrap_ci,
+    entities,
     exact_match,
     f1_score,
-    hallucination_rate,
     longbench_total,
     normalize_answer,
+    other_key_value_rate,
     precision_recall,
     qa_f1_score,
     rouge_l_google,
     rouge_score,
     score_sample,
+    support_tokens,
+    unsupported_entity_rate,
+    unsupported_token_rate,
 )
 
 # --------------------------------------------------------------------------------------------------
@@ -247,23 +249,101 @@ def test_longbench_total_on_many_scores_matches_eval_py():
     assert total == round(total, 2)
 
 
-def test_hallucination_rate_hand_example():
-    context = "Paris is the capital of France."
-    question = "What is the capital of France?"
-    answers = ["Paris"]
-    # prediction -> [paris, is, capital, of, germany]; only "germany" is unsupported -> 1/5
-    rate = hallucination_rate("Paris is the capital of Germany", context, question, answers)
-    assert rate == pytest.approx(0.2)
+def test_unsupported_token_rate_hand_example():
+    prompt = "Paris is the capital of France.\n\nQuestion: What is the capital of France?"
+    # prediction -> [paris, is, capital, of, germany] (article dropped); only "germany" is unsupported -> 1/5
+    assert unsupported_token_rate("Paris is the capital of Germany", prompt) == pytest.approx(0.2)
     # every occurrence counts: [germany, germany, paris] -> 2/3
-    assert hallucination_rate("Germany, Germany; Paris", context, question, answers) == pytest.approx(2 / 3)
-    # "what" is only in the question, "lyon" only in an answer, "france" only in the context
-    assert hallucination_rate("what lyon France", "France", "what?", ["Lyon", "Nice"]) == 0.0
-    assert hallucination_rate("what lyon France", "", "", []) == 1.0
-    # supported via the second answer only
-    assert hallucination_rate("nice", "", "", ["Lyon", "Nice"]) == 0.0
+    assert unsupported_token_rate("Germany, Germany; Paris", prompt) == pytest.approx(2 / 3)
+    # the question is part of the prompt ("what"); case and punctuation do not matter
+    assert unsupported_token_rate("WHAT? france!", prompt) == 0.0
+    assert unsupported_token_rate("what lyon France", "") == 1.0
     # nothing claimed -> None (also after normalization)
-    assert hallucination_rate("", context, question, answers) is None
-    assert hallucination_rate("The.", context, question, answers) is None
+    assert unsupported_token_rate("", prompt) is None
+    assert unsupported_token_rate("The.", prompt) is None
+
+
+def test_unsupported_token_rate_ignores_the_gold_answers():
+    """A gold answer that the prompt does not contain (cut by truncation or compression) is not support:
+    score_sample gets no context, question or answers, only the prompt the model received."""
+    result = score_sample("qa_f1", "Lyon", ["Lyon"], prompt="What is the second city of France?")
+    assert result["score"] == 1.0 and result["unsupported_token_rate"] == 1.0
+    assert score_sample("qa_f1", "Lyon", ["Nice"], prompt="Lyon or Nice?")["unsupported_token_rate"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("prediction", "expected"),
+    [
+        ("— … “ ”", []),  # Unicode punctuation only: no word (LongBench's normalization keeps “ ”)
+        ("«Paris»", ["paris"]),
+        ("Café", ["café"]),
+        ("Cafe\u0301", ["café"]),  # NFD (e + combining acute) is the NFC word
+        ("Straße", ["strasse"]),  # case-folded
+        ("an apple — the end", ["apple", "end"]),
+        ("brown-fox 3.5 $5 €20", ["brown", "fox", "3", "5", "5", "20"]),
+    ],
+)
+def test_support_tokens_normalize_unicode(prediction, expected):
+    assert support_tokens(prediction) == expected
+
+
+def test_unicode_edge_inputs_of_the_support_metric():
+    prompt = "Le café est à Paris . Question : où est le café ?"
+    # only punctuation: empty, no rate (was 1.0: LongBench's normalization keeps the Unicode marks)
+    assert unsupported_token_rate("— … “ ”", prompt) is None
+    assert score_sample("qa_f1", "— … “ ”", ["paris"], prompt)["empty_prediction"] is True
+    # the same word in NFD and NFC is one word
+    nfd = "cafe\u0301"
+    assert nfd != "café" and unsupported_token_rate(nfd, prompt) == 0.0
+    assert unsupported_token_rate("café", prompt.replace("café", nfd)) == 0.0
+    assert unsupported_token_rate("“Paris”…", prompt) == 0.0
+
+
+def test_entities_are_numbers_and_capitalized_runs():
+    found = entities("The Eiffel Tower, built in 1889, stands in Paris. When Smith left, 1,000 people cheered.")
+    assert found == [
+        (["eiffel", "tower"], True),  # "The" is dropped as an article, the run starts the sentence
+        (["1889"], False),
+        (["paris"], False),
+        (["when", "smith"], True),
+        (["1", "000"], False),
+    ]
+    assert entities("paris in the spring") == []
+    assert entities("New York City") == [(["new", "york", "city"], True)]
+    assert entities("Paris, France") == [(["paris"], True), (["france"], False)]
+    assert entities("— …") == []
+
+
+def test_unsupported_entity_rate_hand_example():
+    prompt = "John Doe met Mary Smith in Paris in 1999 . Question : who did John Doe meet ?"
+    # entities: [mary smith] supported -> 0/1
+    assert unsupported_entity_rate("Mary Smith", prompt) == 0.0
+    # [john smith] is not a run of the prompt, although both words are in it -> 1/1
+    assert unsupported_entity_rate("John Smith", prompt) == 1.0
+    assert unsupported_entity_rate("It was John Smith", prompt) == 1.0
+    assert unsupported_token_rate("John Smith", prompt) == 0.0  # the token rate cannot see it
+    # [mary smith] ok, [london] not, [1999] ok, [2001] not -> 2/4
+    assert unsupported_entity_rate("Mary Smith, in London in 1999 or 2001", prompt) == pytest.approx(0.5)
+    # a sentence-initial word before a name: "Who" occurs in the prompt in lower case ("who did") and
+    # "Mary Smith" follows as a run -> supported; "When" does not occur -> unsupported; "John" occurs only
+    # as a name, so "John Smith" above got no such allowance
+    assert unsupported_entity_rate("Who Mary Smith", prompt) == 0.0
+    assert unsupported_entity_rate("When Mary Smith", prompt) == 1.0
+    # nothing to check -> None
+    assert unsupported_entity_rate("she did", prompt) is None
+    assert unsupported_entity_rate("", prompt) is None
+
+
+def test_other_key_value_rate_hand_example():
+    key_values = {"bofa": "12", "kapi": "907", "muse": "12"}
+    # asked for bofa (12); "907" belongs to kapi -> 1
+    assert other_key_value_rate("907", ["12"], key_values) == 1.0
+    assert other_key_value_rate("the code is 907 .", ["12"], key_values) == 1.0
+    # the right value, or a value no key has -> 0; a value shared with the asked key's is not another's
+    assert other_key_value_rate("12", ["12"], key_values) == 0.0
+    assert other_key_value_rate("555", ["12"], key_values) == 0.0
+    assert other_key_value_rate("1907", ["12"], key_values) == 0.0  # whole words only
+    assert other_key_value_rate("", ["12"], key_values) is None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -326,6 +406,26 @@ def test_rouge_score_matches_longbench_on_multi_news():
     assert all(s == pytest.approx(1.0) for s in self_scores)
 
 
+def test_entity_rate_tells_a_summary_s_own_source_from_another_on_multi_news():
+    """Reference summaries against their own news (a few names and numbers the writers added) and against
+    the next sample's news: the entity rate separates the two far more than the token rate."""
+    rows = _load_multi_news()[:30]
+    pairs = [(r["answers"][0], r["context"], rows[(i + 1) % len(rows)]["context"]) for i, r in enumerate(rows)]
+
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return sum(values) / len(values)
+
+    own = [unsupported_entity_rate(summary, context) for summary, context, _ in pairs]
+    other = [unsupported_entity_rate(summary, context) for summary, _, context in pairs]
+    assert sum(a < b for a, b in zip(own, other, strict=True)) >= 28
+    assert mean(own) < 0.35 < 0.6 < mean(other)  # measured: 0.23 and 0.81
+    token_gap = mean(unsupported_token_rate(s, o) for s, _, o in pairs) - mean(
+        unsupported_token_rate(s, c) for s, c, _ in pairs
+    )
+    assert mean(other) - mean(own) > token_gap  # measured: 0.58 vs 0.34
+
+
 # --------------------------------------------------------------------------------------------------
 # 3. score_sample: max over references; both ROUGE-L implementations carried
 # --------------------------------------------------------------------------------------------------
@@ -333,22 +433,22 @@ def test_rouge_score_matches_longbench_on_multi_news():
 
 def test_score_sample_hand_multi_reference():
     # vs "cat": P = 1/2, R = 1, F1 = 2/3; vs "cat sat down": P = 1, R = 2/3, F1 = 4/5 (best)
-    result = score_sample("qa_f1", "the cat sat", ["cat", "cat sat down"], context="", question="")
+    result = score_sample("qa_f1", "the cat sat", ["cat", "cat sat down"], prompt="the cat sat on the mat")
     assert result["score"] == pytest.approx(0.8)
     assert result["f1"] == pytest.approx(0.8)
     assert result["precision"] == pytest.approx(1.0)  # of the best-F1 reference, not of "cat"
     assert result["recall"] == pytest.approx(2 / 3)
     assert result["exact_match"] == 0.0
     assert result["empty_prediction"] is False
-    assert result["hallucination"] == 0.0
+    assert result["unsupported_token_rate"] == 0.0
     # exact match is the max over references too
-    assert score_sample("qa_f1", "Cat.", ["dog", "the cat"], "", "")["exact_match"] == 1.0
+    assert score_sample("qa_f1", "Cat.", ["dog", "the cat"], "")["exact_match"] == 1.0
 
 
 def test_score_sample_empty_prediction_flags():
-    result = score_sample("qa_f1", "The.", ["cat"], context="cat", question="what?")
+    result = score_sample("qa_f1", "The.", ["cat"], prompt="cat what?")
     assert result["empty_prediction"] is True
-    assert result["hallucination"] is None
+    assert result["unsupported_token_rate"] is None
     assert result["score"] == 0.0
     assert result["rouge_l"] == 0.0
 
@@ -363,7 +463,7 @@ def test_score_sample_is_max_over_references_on_qasper():
         predictions = [row["input"], _first_half(answers[-1]), *other]
         for pred in predictions:
             per_ref = [_ref_qa_f1_score(pred, a) for a in answers]
-            result = score_sample("qa_f1", pred, answers, context="", question=row["input"])
+            result = score_sample("qa_f1", pred, answers, prompt=row["input"])
             assert result["score"] == _ref_sample_score(_ref_qa_f1_score, pred, answers) == max(per_ref)
             assert result["f1"] == max(per_ref)
             best = per_ref.index(max(per_ref))
@@ -380,7 +480,7 @@ def test_score_sample_rouge_carries_both_rouge_l_on_multi_news():
     for i, row in enumerate(rows):
         gold = row["answers"]
         for pred in (_first_half(gold[0]), rows[(i + 1) % len(rows)]["answers"][0]):
-            result = score_sample("rouge", pred, gold, context=row["context"], question=row["input"])
+            result = score_sample("rouge", pred, gold, prompt=row["context"] + row["input"])
             ref = _ref_sample_score(_ref_rouge_score, pred, gold)
             google = max(scorer.score(g, pred)["rougeL"].fmeasure for g in gold)
             assert result["score"] == ref
@@ -388,7 +488,8 @@ def test_score_sample_rouge_carries_both_rouge_l_on_multi_news():
             assert result["rouge_l_google"] == pytest.approx(google, abs=1e-12)
             assert rouge_l_google(pred, gold[0]) == pytest.approx(google, abs=1e-12)
             differ += abs(result["rouge_l"] - result["rouge_l_google"]) > 1e-3
-            assert result["hallucination"] is not None and 0.0 <= result["hallucination"] <= 1.0
+            assert result["unsupported_token_rate"] is not None and 0.0 <= result["unsupported_token_rate"] <= 1.0
+            assert isinstance(result["rouge_l_google"], float)
     assert differ >= 1, "rouge (LongBench) and rouge-score ROUGE-L should disagree on real summaries"
 
 
@@ -398,49 +499,13 @@ def test_rouge_l_google_hand_value():
     assert rouge_l_google("", "the cat") == 0.0
 
 
-# --------------------------------------------------------------------------------------------------
-# 4. bootstrap_ci
-# --------------------------------------------------------------------------------------------------
-
-_VALUES = [((i * 37) % 11) / 10 for i in range(60)]
-
-
-def test_bootstrap_ci_deterministic_for_seed():
-    assert bootstrap_ci(_VALUES, seed=7) == bootstrap_ci(_VALUES, seed=7)
-    assert bootstrap_ci(_VALUES, seed=7) != bootstrap_ci(_VALUES, seed=8)
-
-
-def test_bootstrap_ci_contains_mean_and_is_ordered():
-    mean = sum(_VALUES) / len(_VALUES)
-    for seed in range(5):
-        lo, hi = bootstrap_ci(_VALUES, seed=seed)
-        assert min(_VALUES) <= lo < mean < hi <= max(_VALUES)
-    lo50, hi50 = bootstrap_ci(_VALUES, seed=0, level=0.5)
-    lo95, hi95 = bootstrap_ci(_VALUES, seed=0, level=0.95)
-    assert lo95 <= lo50 < hi50 <= hi95
-
-
-def test_bootstrap_ci_width_is_plausible():
-    # 100 Bernoulli(1/2) values: standard error 0.05, so a 95% interval is about +-0.098
-    values = [float(i % 2) for i in range(100)]
-    lo, hi = bootstrap_ci(values, n_resamples=2000, seed=1)
-    assert 0.14 < hi - lo < 0.26
-    assert lo < 0.5 < hi
-
-
-def test_bootstrap_ci_degenerate_and_empty():
-    assert bootstrap_ci([0.25] * 17) == (0.25, 0.25)
-    assert bootstrap_ci([1.0]) == (1.0, 1.0)
-    lo, hi = bootstrap_ci([])
-    assert math.isnan(lo) and math.isnan(hi)
-    lo, hi = bootstrap_ci([None, None])
-    assert math.isnan(lo) and math.isnan(hi)
-
-
-def test_bootstrap_ci_ignores_none():
-    with_none = [1.0, None, 0.0, None, 1.0, 0.5, None]
-    assert bootstrap_ci(with_none, seed=3) == bootstrap_ci([1.0, 0.0, 1.0, 0.5], seed=3)
-    assert bootstrap_ci([None, 0.3, None]) == (0.3, 0.3)
+@pytest.mark.parametrize(("prediction", "reference"), [("", "the cat"), ("—…", "the cat"), ("東京", "東京"), ("x", "")])
+def test_rouge_l_google_is_a_float_when_a_side_has_no_ascii_word(prediction, reference):
+    """rouge-score returns the integer 0 when its tokenizer finds nothing (its default tokenizer keeps
+    only ASCII letters and digits, so non-ASCII text counts as nothing, even identical text)."""
+    value = rouge_l_google(prediction, reference)
+    assert type(value) is float and value == 0.0
+    assert type(score_sample("rouge", prediction or "x", [reference or "y"], "")["rouge_l_google"]) is float
 
 
 # --------------------------------------------------------------------------------------------------
@@ -450,15 +515,15 @@ def test_bootstrap_ci_ignores_none():
 
 def test_score_sample_rejects_empty_answers():
     with pytest.raises(ValueError, match="no reference answers"):
-        score_sample("qa_f1", "cat", [], context="", question="")
+        score_sample("qa_f1", "cat", [], prompt="")
     with pytest.raises(ValueError, match="no reference answers"):
-        score_sample("rouge", "cat", [], context="", question="")
+        score_sample("rouge", "cat", [], prompt="")
 
 
 @pytest.mark.parametrize("metric", ["f1", "rougeL", "QA_F1", "", "code_sim"])
 def test_score_sample_rejects_unknown_metric(metric):
     with pytest.raises(ValueError, match="unknown metric"):
-        score_sample(metric, "cat", ["cat"], context="", question="")
+        score_sample(metric, "cat", ["cat"], prompt="")
 
 
 def test_metric_table_is_longbench_for_qa_and_summaries():

@@ -96,7 +96,14 @@ def test_out_of_memory_is_recorded_and_the_job_goes_on(demo_job, tmp_path, monke
     assert [p["status"] for p in preds] == ["ok", "oom", "ok", "ok"]
     assert "out of memory" in preds[1]["error"]
     summary = score_file(
-        "passkey", out, demo_job / "rows.jsonl", tmp_path / "s.jsonl", tmp_path / "s.json", {}, resamples=200
+        "passkey",
+        out,
+        demo_job / "rows.jsonl",
+        demo_job / "prompts.jsonl",
+        tmp_path / "s.jsonl",
+        tmp_path / "s.json",
+        {},
+        resamples=200,
     )
     assert (summary["n"], summary["n_ok"], summary["n_failed"], summary["failures"]) == (4, 3, 1, ["oom"])
     assert summary["quality"]["score"]["n"] == 3
@@ -196,5 +203,31 @@ def test_a_row_without_answers_is_a_clear_error(tmp_path):
 
     rows = [{"_id": "a", "input": "q", "context": "c", "answers": []}]
     preds = [{"_id": "a", "status": "ok", "prediction": "x"}]
+    prompts = [{"_id": "a", "prompt": "c q"}]
     with pytest.raises(ValueError, match=r"sample 'a' of task passkey: sample has no reference answers"):
-        score_rows("passkey", preds, rows)
+        score_rows("passkey", preds, rows, prompts)
+    with pytest.raises(KeyError, match=r"prediction 'a' has no row in the prompts file"):
+        score_rows("passkey", preds, [rows[0] | {"answers": ["x"]}], [])
+
+
+def test_support_metrics_read_the_prompt_the_model_received_not_the_row(tmp_path):
+    """A word of the original context that compression or truncation removed is not support; the lookup
+    tasks' stricter metric sees a value of another key."""
+    from lcopt.scoring import score_rows
+
+    row = next(synthetic.generate("kv_retrieval", 200, 1, seed=0))
+    other_value = next(v for v in row["key_values"].values() if v != row["answers"][0])
+    preds = [{"_id": row["_id"], "status": "ok", "prediction": other_value}]
+    full = [{"_id": row["_id"], "prompt": row["context"] + " " + row["input"]}]
+    cut = [{"_id": row["_id"], "prompt": row["input"]}]  # the facts were compressed away
+    (scored,) = score_rows("kv_retrieval", preds, [row], full)
+    assert scored["unsupported_token_rate"] == 0.0 and scored["other_key_value_rate"] == 1.0
+    assert scored["score"] == 0.0
+    (scored,) = score_rows("kv_retrieval", preds, [row], cut)
+    assert scored["unsupported_token_rate"] == 1.0 and scored["other_key_value_rate"] == 1.0
+    right = [{"_id": row["_id"], "status": "ok", "prediction": row["answers"][0]}]
+    (scored,) = score_rows("kv_retrieval", right, [row], full)
+    assert (scored["score"], scored["unsupported_token_rate"], scored["other_key_value_rate"]) == (1.0, 0.0, 0.0)
+    assert "unsupported_entity_rate" not in scored  # a LongBench task's stricter metric
+    with pytest.raises(ValueError, match="row has no 'key_values'"):
+        score_rows("kv_retrieval", right, [{k: v for k, v in row.items() if k != "key_values"}], full)

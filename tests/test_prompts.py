@@ -4,6 +4,7 @@ model's word-level tokenizer on synthetic rows."""
 
 import json
 from functools import cache
+from pathlib import Path
 
 import pytest
 from conftest import shared_tokenizer
@@ -272,3 +273,76 @@ def test_demo_truncated_prompt_has_no_unk(demo_tokenizer):
             p = build_prompt(tok, get_task(task_name), row, 300)
             ids = tok(p.text, add_special_tokens=p.add_special_tokens)["input_ids"]
             assert tok.unk_token_id not in ids
+
+
+# --- LongBench's own templates -------------------------------------------------------------------
+
+LONGBENCH_CONFIG = json.loads((Path(__file__).parent / "data" / "longbench_config.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("task", sorted(LONGBENCH_CONFIG["dataset2prompt"]))
+def test_longbench_templates_are_the_official_text_byte_for_byte(task):
+    """tasks.py's template, generation budget and metric for every LongBench task lcopt supports equal
+    LongBench's own config (tests/data/longbench_config.json names the commit), typos included."""
+    from lcopt.tasks import LONGBENCH
+
+    official = LONGBENCH_CONFIG["dataset2prompt"][task]
+    assert LONGBENCH[task].template.encode() == official.encode()
+    assert LONGBENCH[task].max_new_tokens == LONGBENCH_CONFIG["dataset2maxlen"][task]
+    assert f"{LONGBENCH[task].metric}_score" == LONGBENCH_CONFIG["dataset2metric"][task]
+
+
+def test_every_longbench_task_of_lcopt_is_checked_against_the_official_config():
+    from lcopt.tasks import LONGBENCH
+
+    assert set(LONGBENCH) == set(LONGBENCH_CONFIG["dataset2prompt"])
+    assert "asconcisely" in LONGBENCH["narrativeqa"].template  # LongBench's typo, kept on purpose
+
+
+def test_compressed_prompts_record_the_ratio_in_the_model_s_own_tokens(tmp_path):
+    """The demo tokenizer has one token per word, so the model-token counts are word counts (hand-checkable);
+    LLMLingua's own cl100k counts are carried unchanged beside them."""
+    from lcopt.io import read_jsonl, write_jsonl_atomic
+    from lcopt.models import DEMO_MODEL
+    from lcopt.prompts import write_prompts
+
+    rows = list(synthetic.generate("kv_retrieval", 200, 2, seed=0))
+    compressed = [
+        r
+        | {
+            "context": " ".join(r["context"].split()[::4]),  # every fourth word
+            "original_tokens": 300,
+            "compressed_tokens": 100,
+            "compression_ratio": 3.0,
+            "compression_seconds": 0.5,
+            "compression_device": "cpu",
+        }
+        for r in rows
+    ]
+    write_jsonl_atomic(tmp_path / "rows.jsonl", rows)
+    write_jsonl_atomic(tmp_path / "compressed.jsonl", compressed)
+    write_prompts(
+        DEMO_MODEL, "kv_retrieval", tmp_path / "compressed.jsonl", 4000, tmp_path / "p.jsonl", tmp_path / "rows.jsonl"
+    )
+    for row, prompt in zip(rows, read_jsonl(tmp_path / "p.jsonl"), strict=True):
+        n_words = len(row["context"].split())
+        kept = len(row["context"].split()[::4])
+        assert (prompt["model_original_tokens"], prompt["model_compressed_tokens"]) == (n_words, kept)
+        assert prompt["model_compression_ratio"] == pytest.approx(n_words / kept)
+        assert (prompt["compression_ratio"], prompt["compression_seconds"], prompt["compression_device"]) == (
+            3.0,
+            0.5,
+            "cpu",
+        )
+    write_prompts(DEMO_MODEL, "kv_retrieval", tmp_path / "rows.jsonl", 4000, tmp_path / "full.jsonl")
+    assert all("model_compression_ratio" not in p for p in read_jsonl(tmp_path / "full.jsonl"))
+    write_jsonl_atomic(tmp_path / "other.jsonl", rows[:1])
+    with pytest.raises(KeyError, match=r"is not in .*other\.jsonl"):
+        write_prompts(
+            DEMO_MODEL,
+            "kv_retrieval",
+            tmp_path / "compressed.jsonl",
+            4000,
+            tmp_path / "x.jsonl",
+            tmp_path / "other.jsonl",
+        )

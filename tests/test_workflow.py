@@ -60,7 +60,9 @@ def test_run_writes_predictions_scores_tables_and_plots(finished_run):
 
     long = pl.read_parquet(r / "tables/long.parquet")
     assert set(long["dataset"]) == {"passkey-200", "facts-200"}
-    assert {"score", "f1", "precision", "recall", "rouge_l", "rouge_l_google", "hallucination"} <= set(long["metric"])
+    assert {"score", "f1", "precision", "recall", "rouge_l", "rouge_l_google", "unsupported_token_rate"} <= set(
+        long["metric"]
+    )
     assert long.filter(pl.col("metric") == "score")["ci_low"].null_count() == 0
     assert pl.read_csv(r / "tables/long.csv").height == long.height
     assert "| demo | baseline | passkey-200 |" in (r / "tables/summary.md").read_text()

@@ -119,6 +119,11 @@ def validate(config: dict, source: str = "config") -> dict:
         lb = config["longbench"]
         if lb["source"] == "local" and not lb.get("local_dir"):
             raise ConfigError(f"{source}: key 'longbench.local_dir': required when longbench.source is local")
+    if config["longbench"]["local_variants"] and config["longbench"]["source"] != "local":
+        raise ConfigError(
+            f"{source}: key 'longbench.local_variants': applies to longbench.source local only (a hub file "
+            "must be the official one)"
+        )
     _check_technique_options(config, source)
     if config.get("techniques"):
         expanded = expand_levels(config["techniques"], config["levels"])

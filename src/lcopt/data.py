@@ -3,7 +3,8 @@
 The hub copy of THUDM/LongBench is a `data.zip` of JSONL files (its loading script no longer runs
 under today's `datasets`), so the hub path downloads that archive with `huggingface_hub`, takes the
 task's member out of it and reads it with `datasets.load_dataset("json", ...)`, the same reader the
-local path uses. Every file read is checked against the official sha256 where one is known.
+local path uses. Every file read is checked against the official sha256 where one is known; a
+mismatch stops the job unless the config lists the task in `longbench.local_variants`.
 """
 
 from __future__ import annotations
@@ -104,8 +105,15 @@ def read_longbench_jsonl(path: Path, cache_dir: Path) -> list[dict]:
     return rows
 
 
-def load_longbench(name: str, source: str, local_dir: Path | None, cache_dir: Path) -> tuple[list[dict], dict]:
-    """Rows of LongBench task `name` and a provenance record (file, sha256, official or not)."""
+def load_longbench(
+    name: str, source: str, local_dir: Path | None, cache_dir: Path, local_variant: bool = False
+) -> tuple[list[dict], dict]:
+    """Rows of LongBench task `name` and a provenance record (file, sha256, official or not).
+
+    A file whose sha256 differs from LongBench's official one is an error (numbers from it would not be
+    LongBench's), unless `local_variant` says it is a deliberate local variant (config
+    `longbench.local_variants`, source local only); then it loads with a warning and the provenance
+    says so."""
     if source == "hub":
         path = hub_jsonl(name, cache_dir)
     elif source == "local":
@@ -118,8 +126,17 @@ def load_longbench(name: str, source: str, local_dir: Path | None, cache_dir: Pa
     digest = sha256_of(path)
     official = OFFICIAL_SHA256.get(name)
     if official and digest != official:
-        log.warning("%s: sha256 %s differs from LongBench's official %s", path, digest[:16], official[:16])
-    return rows, {"file": str(path), "sha256": digest, "official_sha256_match": digest == official}
+        if not (local_variant and source == "local"):
+            how = (
+                f"list {name!r} in longbench.local_variants if the file is a deliberate local variant"
+                if source == "local"
+                else "the hub's data.zip is not the official release (longbench.local_variants applies to "
+                "source local only)"
+            )
+            raise DataError(f"{path}: sha256 {digest} differs from LongBench's official {official}; {how}")
+        log.warning("%s: sha256 %s differs from LongBench's official %s (a local variant)", path, digest, official)
+    provenance = {"file": str(path), "sha256": digest, "official_sha256_match": digest == official}
+    return rows, provenance | ({"local_variant": True} if local_variant else {})
 
 
 def calibration_texts(spec: dict, longbench: dict, cache_dir: Path, n: int) -> list[str]:
@@ -127,8 +144,7 @@ def calibration_texts(spec: dict, longbench: dict, cache_dir: Path, n: int) -> l
     if "synthetic" in spec:
         rows = synthetic.generate(spec["synthetic"], spec["words"], n, spec.get("seed", 0) + 10_000)
         return [r["context"] for r in rows]
-    local_dir = longbench.get("local_dir")
-    rows, _ = load_longbench(spec["longbench"], longbench["source"], Path(local_dir) if local_dir else None, cache_dir)
+    rows, _ = _load_configured(spec["longbench"], longbench, cache_dir)
     return [r["context"] for r in rows[-n:]]
 
 
@@ -137,6 +153,13 @@ def calibration_batches(tokenizer, texts: list[str], max_tokens: int, device: st
     return [
         tokenizer(t, return_tensors="pt", truncation=True, max_length=max_tokens).to(device) for t in texts if t.strip()
     ]
+
+
+def _load_configured(name: str, longbench: dict, cache_dir: Path) -> tuple[list[dict], dict]:
+    """`load_longbench` as the config's longbench block says (source, local_dir, local_variants)."""
+    local_dir = longbench.get("local_dir")
+    variant = name in longbench.get("local_variants", [])
+    return load_longbench(name, longbench["source"], Path(local_dir) if local_dir else None, cache_dir, variant)
 
 
 def build_dataset(spec: dict, longbench: dict, cache_dir: Path) -> tuple[list[dict], dict]:
@@ -150,8 +173,7 @@ def build_dataset(spec: dict, longbench: dict, cache_dir: Path) -> tuple[list[di
             "seed": spec.get("seed", 0),
         }
     name = spec["longbench"]
-    local_dir = longbench.get("local_dir")
-    rows, provenance = load_longbench(name, longbench["source"], Path(local_dir) if local_dir else None, cache_dir)
+    rows, provenance = _load_configured(name, longbench, cache_dir)
     for row in rows:
         row["dataset"] = name
     return rows[:n], provenance

@@ -13,7 +13,19 @@ from dataclasses import dataclass
 from lcopt.tasks import Task
 
 # Per-sample figures of a prompt-side technique, carried from its rows into the predictions.
-COMPRESSION_FIELDS = ("compression_ratio", "compression_seconds", "original_tokens", "compressed_tokens")
+# `original_tokens`, `compressed_tokens` and `compression_ratio` are LLMLingua's own count, in GPT-3.5
+# (cl100k) tokens; the `model_*` ones count the same two contexts in the target model's tokens (the ratio
+# the model sees), `compression_seconds` and `compression_device` are the compressor's.
+COMPRESSION_FIELDS = (
+    "compression_ratio",
+    "compression_seconds",
+    "compression_device",
+    "original_tokens",
+    "compressed_tokens",
+    "model_original_tokens",
+    "model_compressed_tokens",
+    "model_compression_ratio",
+)
 
 
 @dataclass(frozen=True)
@@ -80,8 +92,22 @@ def build_prompt(tokenizer, task: Task, row: dict, max_input_tokens: int, contex
     raise RuntimeError(f"could not fit the prompt into {max_input_tokens} tokens")
 
 
-def write_prompts(source: str, task_name: str, rows_jsonl, max_input_tokens: int, out_jsonl) -> None:
-    """The prompts stage: one row per sample with the exact model input and its token counts."""
+def model_token_counts(tokenizer, original_context: str, compressed_context: str) -> dict:
+    """A compressed context's size in the target model's tokens: both contexts tokenized alone (no
+    special tokens), and their ratio (original / compressed; inf when nothing was kept)."""
+    n_orig = len(tokenizer(original_context, add_special_tokens=False)["input_ids"])
+    n_comp = len(tokenizer(compressed_context, add_special_tokens=False)["input_ids"])
+    ratio = n_orig / n_comp if n_comp else (1.0 if n_orig == 0 else float("inf"))
+    return {"model_original_tokens": n_orig, "model_compressed_tokens": n_comp, "model_compression_ratio": ratio}
+
+
+def write_prompts(
+    source: str, task_name: str, rows_jsonl, max_input_tokens: int, out_jsonl, original_rows_jsonl=None
+) -> None:
+    """The prompts stage: one row per sample with the exact model input and its token counts.
+
+    `original_rows_jsonl`, for compressed rows, is the dataset before compression: each prompt then also
+    records the compression in this model's tokens (`model_token_counts`)."""
     import logging
 
     from tqdm import tqdm
@@ -95,9 +121,14 @@ def write_prompts(source: str, task_name: str, rows_jsonl, max_input_tokens: int
     task = get_task(task_name)
     if not has_chat_template(tokenizer):
         logging.getLogger(__name__).warning("%s has no chat template: prompts are the plain task template", source)
+    originals = {r["_id"]: r["context"] for r in read_jsonl(original_rows_jsonl)} if original_rows_jsonl else None
     out = []
     for row in tqdm(read_jsonl(rows_jsonl), desc=f"prompts {task_name}", unit="sample", mininterval=2):
         p = build_prompt(tokenizer, task, row, max_input_tokens)
+        if originals is not None:
+            if row["_id"] not in originals:
+                raise KeyError(f"{rows_jsonl}: row {row['_id']!r} is not in {original_rows_jsonl}")
+            row = row | model_token_counts(tokenizer, originals[row["_id"]], row["context"])
         out.append(
             {
                 "_id": row["_id"],

@@ -2,7 +2,11 @@
 
 Samples that did not finish (`status` other than `ok`, e.g. out of memory) are kept in the
 per-sample file with their status and no scores, counted in the summary (`n_failed`), and left out
-of the means: a failed sample is not a wrong answer, and mixing the two would hide it.
+of the means: a failed sample is not a wrong answer, and mixing the two would hide it. Comparing
+stacks on the samples every one of them finished is the aggregate stage's job (`aggregate.paired`).
+
+The support metrics read the prompt the model received (the prompts file of the stack's prompt
+variant: after compression, truncation and the chat template), never the gold answers.
 """
 
 from __future__ import annotations
@@ -11,10 +15,21 @@ import statistics
 from pathlib import Path
 
 from lcopt.io import read_jsonl, write_json_atomic, write_jsonl_atomic
-from lcopt.metrics import bootstrap_ci, longbench_total, score_sample
-from lcopt.tasks import get_task
+from lcopt.metrics import longbench_total, other_key_value_rate, score_sample, unsupported_entity_rate
+from lcopt.stats import cell_seed, mean_ci
+from lcopt.tasks import Task, get_task
 
-QUALITY_METRICS = ("score", "f1", "precision", "recall", "exact_match", "rouge_l", "rouge_l_google", "hallucination")
+# Per-sample quality metrics of every task; a task may add its stricter support metric (`quality_metrics`).
+QUALITY_METRICS = (
+    "score",
+    "f1",
+    "precision",
+    "recall",
+    "exact_match",
+    "rouge_l",
+    "rouge_l_google",
+    "unsupported_token_rate",
+)
 SYSTEM_METRICS = (
     "ttft_s",
     "tpot_s",
@@ -26,18 +41,38 @@ SYSTEM_METRICS = (
     "peak_mem_bytes",
     "nvml_used_bytes",
     "compression_ratio",
+    "model_compression_ratio",
     "compression_seconds",
 )
 
 
-def score_rows(task_name: str, predictions: list[dict], data: list[dict]) -> list[dict]:
+def quality_metrics(task: Task) -> tuple[str, ...]:
+    return QUALITY_METRICS + ((task.strict_support,) if task.strict_support else ())
+
+
+def _strict_support(task: Task, prediction: str, row: dict, prompt: str) -> dict:
+    if task.strict_support == "unsupported_entity_rate":
+        return {"unsupported_entity_rate": unsupported_entity_rate(prediction, prompt)}
+    if task.strict_support == "other_key_value_rate":
+        if "key_values" not in row:
+            raise ValueError(f"row has no 'key_values', which {task.name}'s other_key_value_rate needs")
+        return {"other_key_value_rate": other_key_value_rate(prediction, row["answers"], row["key_values"])}
+    return {}
+
+
+def score_rows(task_name: str, predictions: list[dict], data: list[dict], prompts: list[dict]) -> list[dict]:
+    """Every metric of every finished sample; `prompts` are the rows of the prompts file the predictions
+    were made from (their `prompt` is the text the model received)."""
     task = get_task(task_name)
     by_id = {row["_id"]: row for row in data}
+    prompt_by_id = {p["_id"]: p["prompt"] for p in prompts}
     scored = []
     for pred in predictions:
         row = by_id.get(pred["_id"])
         if row is None:
             raise KeyError(f"prediction {pred['_id']!r} has no row in the dataset file")
+        if pred["_id"] not in prompt_by_id:
+            raise KeyError(f"prediction {pred['_id']!r} has no row in the prompts file")
         out = {
             "_id": pred["_id"],
             "status": pred["status"],
@@ -45,25 +80,38 @@ def score_rows(task_name: str, predictions: list[dict], data: list[dict]) -> lis
             "answers": row["answers"],
         }
         if pred["status"] == "ok":
+            prompt = prompt_by_id[pred["_id"]]
             try:
-                out |= score_sample(task.metric, pred["prediction"], row["answers"], row["context"], row["input"])
+                out |= score_sample(task.metric, pred["prediction"], row["answers"], prompt)
+                out |= _strict_support(task, pred["prediction"], row, prompt)
             except ValueError as exc:
                 raise ValueError(f"sample {pred['_id']!r} of task {task_name}: {exc}") from exc
         scored.append(out)
     return scored
 
 
-def summarize(scored: list[dict], predictions: list[dict], seed: int, resamples: int) -> dict:
+def summarize(
+    scored: list[dict],
+    predictions: list[dict],
+    seed: int,
+    resamples: int,
+    key: tuple = (),
+    metrics: tuple[str, ...] = QUALITY_METRICS,
+) -> dict:
+    """Means with 95% bootstrap CIs over the finished samples; each metric's CI has its own seed, derived
+    from the config `seed` and `key` (model, stack, dataset) plus the metric's name."""
     ok = [s for s in scored if s["status"] == "ok"]
     quality = {}
-    for name in QUALITY_METRICS:
+    for name in metrics:
         values = [s[name] for s in ok if s.get(name) is not None]
-        lo, hi = bootstrap_ci(values, resamples, seed)
+        metric_seed = cell_seed(seed, *key, name)
+        lo, hi = mean_ci(values, metric_seed, resamples)
         quality[name] = {
             "mean": statistics.fmean(values) if values else None,
             "ci_low": lo,
             "ci_high": hi,
             "n": len(values),
+            "seed": metric_seed,
         }
     system = {}
     ok_preds = [p for p in predictions if p["status"] == "ok"]
@@ -93,22 +141,28 @@ def score_file(
     task_name: str,
     predictions_jsonl: Path,
     data_jsonl: Path,
+    prompts_jsonl: Path,
     samples_out: Path,
     summary_out: Path,
     labels: dict,
     seed: int = 0,
     resamples: int = 1000,
 ) -> dict:
+    """Score one predictions file; `labels` (model, stack, dataset, ...) go into the summary and key the
+    bootstrap seeds."""
     predictions = read_jsonl(predictions_jsonl)
-    scored = score_rows(task_name, predictions, read_jsonl(data_jsonl))
+    scored = score_rows(task_name, predictions, read_jsonl(data_jsonl), read_jsonl(prompts_jsonl))
     task = get_task(task_name)
+    key = tuple(labels.get(k) for k in ("model", "stack", "dataset"))
+    devices = sorted({p["compression_device"] for p in predictions if p.get("compression_device")})
     summary = {
         **labels,
         "task": task.name,
         "family": task.family,
         "metric": task.metric,
         "chat_template": any(p.get("chat_template") for p in predictions),
-        **summarize(scored, predictions, seed, resamples),
+        "compression_device": ",".join(devices) or None,
+        **summarize(scored, predictions, seed, resamples, key, quality_metrics(task)),
     }
     write_jsonl_atomic(samples_out, scored)
     write_json_atomic(summary_out, summary)

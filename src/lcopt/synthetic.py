@@ -243,6 +243,7 @@ class _Sample:
     answers: list[str]
     needle_index: int  # which fact the question is about (for the depth column)
     followups: list[tuple[str, str]] = ()  # more (question, answer) pairs on the same context
+    key_values: dict[str, str] | None = None  # every key of the context's code facts -> its code
 
 
 def _passkey(rng: random.Random, n_words: int) -> _Sample:
@@ -268,7 +269,14 @@ def _kv_retrieval(rng: random.Random, n_words: int) -> _Sample:
     facts = [_code_fact(n, c) for n, c in zip(names, codes, strict=True)]
     target, *others = rng.sample(range(len(names)), len(names))
     followups = [(f"what is the code for {names[i]} ?", codes[i]) for i in others]
-    return _Sample(facts, f"what is the code for {names[target]} ?", [codes[target]], target, followups)
+    return _Sample(
+        facts,
+        f"what is the code for {names[target]} ?",
+        [codes[target]],
+        target,
+        followups,
+        dict(zip(names, codes, strict=True)),
+    )
 
 
 def _multi_hop(rng: random.Random, n_words: int) -> _Sample:
@@ -293,6 +301,7 @@ def _multi_hop(rng: random.Random, n_words: int) -> _Sample:
         [codes[target]],
         order.index(n_links + target),
         followups,
+        dict(zip(targets, codes, strict=True)),
     )
 
 
@@ -321,7 +330,11 @@ def make_sample(
     which training uses for denser supervision; benchmark rows have none. `fact_labels` adds
     `fact_labels`: 1 for each context word (whitespace-split) from a fact sentence, 0 for filler, the
     supervision of the demo LLMLingua-2 classifier (`lingua2_demo.py`). Neither option draws from `rng`,
-    so the other fields are the same with or without them."""
+    so the other fields are the same with or without them.
+
+    Lookup rows (kv_retrieval, multi_hop) carry `key_values`: every key of the context's code facts ->
+    its code, which `metrics.other_key_value_rate` needs to tell a value of another key from an invented
+    one. It is added after the fields that existed before it and draws nothing from `rng`."""
     if task not in _GENERATORS:
         raise ValueError(f"unknown synthetic task {task!r}; allowed: {', '.join(TASKS)}")
     spec = _GENERATORS[task](rng, n_words)
@@ -350,7 +363,9 @@ def make_sample(
             sentences.append(filler[slot])
             is_fact.append(False)
     context = " ".join(" ".join(s) for s in sentences)
-    extra = {"followups": [list(f) for f in spec.followups[:followups]]} if followups else {}
+    extra = {"key_values": spec.key_values} if spec.key_values is not None else {}
+    if followups:
+        extra["followups"] = [list(f) for f in spec.followups[:followups]]
     if fact_labels:
         extra["fact_labels"] = [int(fact) for s, fact in zip(sentences, is_fact, strict=True) for _ in s]
     return {

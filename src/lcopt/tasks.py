@@ -1,8 +1,9 @@
 """What each task is: its prompt template, generation budget and the metric LongBench scores it with.
 
-The LongBench entries are copied from THUDM/LongBench `config/dataset2prompt.json`,
-`config/dataset2maxlen.json` and `eval.py`'s `dataset2metric`, so that a prediction made here gets
-the number LongBench's own evaluation gives it.
+The LongBench entries are copied from THUDM/LongBench `LongBench/config/dataset2prompt.json` (byte for
+byte, typos included: narrativeqa's "asconcisely"), `dataset2maxlen.json` and `eval.py`'s
+`dataset2metric`, so that a prediction made here gets the number LongBench's own evaluation gives it;
+tests/data/longbench_config.json holds the official text they are tested against.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from typing import Literal
 from lcopt import synthetic
 
 MetricFamily = Literal["qa_f1", "rouge"]
+# The stricter support metric a task has (docs/metrics.md): numbers and names of the prediction checked
+# against the prompt, or a lookup answered with another key's value.
+StrictSupport = Literal["unsupported_entity_rate", "other_key_value_rate"]
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,7 @@ class Task:
     max_new_tokens: int
     metric: MetricFamily
     family: str  # single-doc QA, multi-doc QA, summarization, synthetic retrieval, ...
+    strict_support: StrictSupport | None = None
 
 
 _ANSWER_PASSAGES = (
@@ -35,13 +40,14 @@ LONGBENCH: dict[str, Task] = {
     "narrativeqa": Task(
         "narrativeqa",
         "You are given a story, which can be either a novel or a movie script, and a question. Answer the "
-        "question as concisely as you can, using a single phrase if possible. Do not provide any "
-        "explanation.\n\nStory: {context}\n\nNow, answer the question based on the story as concisely as "
+        "question asconcisely as you can, using a single phrase if possible. Do not provide any "
+        "explanation.\n\nStory: {context}\n\nNow, answer the question based on the story asconcisely as "
         "you can, using a single phrase if possible. Do not provide any explanation.\n\nQuestion: {input}"
         "\n\nAnswer:",
         128,
         "qa_f1",
         "single-doc QA",
+        "unsupported_entity_rate",
     ),
     "qasper": Task(
         "qasper",
@@ -56,9 +62,10 @@ LONGBENCH: dict[str, Task] = {
         128,
         "qa_f1",
         "single-doc QA",
+        "unsupported_entity_rate",
     ),
-    "hotpotqa": Task("hotpotqa", _ANSWER_PASSAGES, 32, "qa_f1", "multi-doc QA"),
-    "2wikimqa": Task("2wikimqa", _ANSWER_PASSAGES, 32, "qa_f1", "multi-doc QA"),
+    "hotpotqa": Task("hotpotqa", _ANSWER_PASSAGES, 32, "qa_f1", "multi-doc QA", "unsupported_entity_rate"),
+    "2wikimqa": Task("2wikimqa", _ANSWER_PASSAGES, 32, "qa_f1", "multi-doc QA", "unsupported_entity_rate"),
     "gov_report": Task(
         "gov_report",
         "You are given a report by a government agency. Write a one-page summary of the report.\n\n"
@@ -66,6 +73,7 @@ LONGBENCH: dict[str, Task] = {
         512,
         "rouge",
         "summarization",
+        "unsupported_entity_rate",
     ),
     "multi_news": Task(
         "multi_news",
@@ -74,13 +82,16 @@ LONGBENCH: dict[str, Task] = {
         512,
         "rouge",
         "summarization",
+        "unsupported_entity_rate",
     ),
 }
 
 SYNTHETIC: dict[str, Task] = {
     "passkey": Task("passkey", synthetic.QA_TEMPLATE, 8, "qa_f1", "synthetic retrieval"),
-    "kv_retrieval": Task("kv_retrieval", synthetic.QA_TEMPLATE, 8, "qa_f1", "synthetic retrieval"),
-    "multi_hop": Task("multi_hop", synthetic.QA_TEMPLATE, 8, "qa_f1", "synthetic multi-hop"),
+    "kv_retrieval": Task(
+        "kv_retrieval", synthetic.QA_TEMPLATE, 8, "qa_f1", "synthetic retrieval", "other_key_value_rate"
+    ),
+    "multi_hop": Task("multi_hop", synthetic.QA_TEMPLATE, 8, "qa_f1", "synthetic multi-hop", "other_key_value_rate"),
     "fact_extraction": Task("fact_extraction", synthetic.EXTRACTION_TEMPLATE, 64, "rouge", "synthetic summarization"),
 }
 

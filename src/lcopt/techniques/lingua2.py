@@ -238,7 +238,8 @@ def compress_rows(rows: list[dict], compressor: PromptCompressor, rate: float = 
 
     Adds `original_tokens` and `compressed_tokens` (GPT-3.5 / cl100k tokens, as LLMLingua counts them),
     `compression_ratio` (original / compressed, achieved: 2.0 means half the tokens; inf if nothing was kept) and
-    `compression_seconds` (wall time of this row's compression, which the study charges to the technique).
+    `compression_seconds` (wall time of this row's compression, which the study charges to the technique) and
+    `compression_device` (where the classifier ran).
     """
     out = []
     for row in rows:
@@ -255,6 +256,7 @@ def compress_rows(rows: list[dict], compressor: PromptCompressor, rate: float = 
                 "compressed_tokens": n_comp,
                 "compression_ratio": ratio,
                 "compression_seconds": seconds,
+                "compression_device": str(compressor.device),
             }
         )
     return out

@@ -231,3 +231,20 @@ def test_support_metrics_read_the_prompt_the_model_received_not_the_row(tmp_path
     assert "unsupported_entity_rate" not in scored  # a LongBench task's stricter metric
     with pytest.raises(ValueError, match="row has no 'key_values'"):
         score_rows("kv_retrieval", right, [{k: v for k, v in row.items() if k != "key_values"}], full)
+
+
+def test_predictions_of_random_weights_are_not_scored(tmp_path):
+    """A system run (`init: random`) has no quality: no score, `quality_measured` false, system figures kept."""
+    from lcopt.scoring import score_rows, summarize
+
+    rows = [{"_id": "a", "input": "q", "context": "the code is 12", "answers": ["12"]}]
+    prompts = [{"_id": "a", "prompt": "the code is 12 q"}]
+    preds = [{"_id": "a", "status": "ok", "prediction": "12", "init": "random", "e2e_s": 2.0, "ttft_s": 1.0}]
+    scored = score_rows("passkey", preds, rows, prompts)
+    assert "score" not in scored[0] and scored[0]["not_measured"]
+    summary = summarize(scored, preds, seed=0, resamples=100)
+    assert summary["quality_measured"] is False and summary["longbench_score"] is None
+    assert summary["quality"]["score"]["mean"] is None
+    assert summary["system"]["e2e_s"]["mean"] == 2.0 and summary["system"]["e2e_with_compression_s"]["mean"] == 2.0
+    measured = score_rows("passkey", [dict(preds[0], init="pretrained")], rows, prompts)
+    assert measured[0]["score"] == 1.0

@@ -41,6 +41,7 @@ def long_table(summary_paths: list[Path]) -> pl.DataFrame:
             "n_truncated": s["n_truncated"],
             "max_input_tokens": s.get("max_input_tokens"),
             "chat_template": s.get("chat_template"),
+            "quality_measured": s.get("quality_measured", True),
             "compression_device": s.get("compression_device"),
         }
         for name, q in s["quality"].items():
@@ -81,6 +82,7 @@ def long_table(summary_paths: list[Path]) -> pl.DataFrame:
         "n_truncated": pl.Int64,
         "max_input_tokens": pl.Int64,
         "chat_template": pl.Boolean,
+        "quality_measured": pl.Boolean,
         "compression_device": pl.Utf8,
         "kind": pl.Utf8,
         "metric": pl.Utf8,
@@ -369,6 +371,13 @@ def markdown(long: pl.DataFrame, pairs: pl.DataFrame | None = None, comp: pl.Dat
         if len(plain):
             lines.append(
                 f"Prompts of {', '.join(plain)} are the plain task template: the tokenizer has no chat template."
+            )
+    if "quality_measured" in long.columns:
+        random = long.filter(pl.col("quality_measured").not_()).select("model").unique().sort("model")["model"]
+        if len(random):
+            lines.append(
+                f"Quality of {', '.join(random)} is not measured: random weights (`init: random`), a system run; "
+                "its scores are empty, its system figures real."
             )
     shown = ["f1", "precision", "recall", "exact_match", *SUPPORT_METRICS]
     prf = q.filter(pl.col("metric").is_in(shown))

@@ -43,6 +43,10 @@ SYSTEM_METRICS = (
     "compression_ratio",
     "model_compression_ratio",
     "compression_seconds",
+    "e2e_with_compression_s",
+    "tpot_median_s",
+    "decode_energy_j_per_token",
+    "peak_mem_above_start_bytes",
 )
 
 
@@ -79,7 +83,9 @@ def score_rows(task_name: str, predictions: list[dict], data: list[dict], prompt
             "prediction": pred["prediction"],
             "answers": row["answers"],
         }
-        if pred["status"] == "ok":
+        if pred["status"] == "ok" and pred.get("init") == "random":
+            out["not_measured"] = "random weights (init: random): a system run, no quality"
+        elif pred["status"] == "ok":
             prompt = prompt_by_id[pred["_id"]]
             try:
                 out |= score_sample(task.metric, pred["prediction"], row["answers"], prompt)
@@ -114,7 +120,12 @@ def summarize(
             "seed": metric_seed,
         }
     system = {}
-    ok_preds = [p for p in predictions if p["status"] == "ok"]
+    # the study charges prompt compression to the technique: its time joins the end-to-end latency
+    ok_preds = [
+        p | ({"e2e_with_compression_s": p["e2e_s"] + p.get("compression_seconds", 0.0)} if "e2e_s" in p else {})
+        for p in predictions
+        if p["status"] == "ok"
+    ]
     for name in SYSTEM_METRICS:
         values = [p[name] for p in ok_preds if p.get(name) is not None]
         if values:
@@ -131,7 +142,8 @@ def summarize(
         "failures": sorted({s["status"] for s in scored} - {"ok"}),
         "n_empty_predictions": sum(bool(s.get("empty_prediction")) for s in ok),
         "n_truncated": sum(bool(p.get("truncated")) for p in predictions),
-        "longbench_score": longbench_total([s["score"] for s in ok]) if ok else None,
+        "longbench_score": longbench_total(scores) if (scores := [s["score"] for s in ok if "score" in s]) else None,
+        "quality_measured": not ok or not all(s.get("not_measured") for s in ok),
         "quality": quality,
         "system": system,
     }

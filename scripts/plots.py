@@ -7,4 +7,10 @@ setup_logging(snakemake.log[0])  # noqa: F821
 from lcopt.plots import write_plots  # noqa: E402
 
 sm = snakemake  # noqa: F821
-write_plots(Path(sm.input[0]), Path(sm.output[0]).parent)
+write_plots(
+    Path(sm.input.long),
+    Path(sm.input.compounding),
+    Path(sm.input.per_sample),
+    sm.params.plan,
+    Path(sm.params.plots_dir),
+)

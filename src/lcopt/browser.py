@@ -1,0 +1,208 @@
+"""Look at an HTML page as a person would: headless Chromium (Debian's `chromium`) driven through the
+DevTools protocol (`websocket-client`), collecting console errors and taking screenshots.
+
+Used by the report's test and to refresh the README's screenshot:
+    python -m lcopt.browser results/report.html docs/report.png
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "/usr/bin/chromium", "/usr/lib/chromium/chromium")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--remote-debugging-port=0",
+)
+
+
+def find_chromium() -> str | None:
+    for name in CHROMIUM_CANDIDATES:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+class BrowserError(RuntimeError):
+    pass
+
+
+class Page:
+    """One tab of a headless Chromium; every console error and uncaught exception lands in `errors`."""
+
+    def __init__(self, chromium: str | None = None, width: int = 1400, height: int = 900, timeout: float = 60):
+        import websocket
+
+        chromium = chromium or find_chromium()
+        if chromium is None:
+            raise BrowserError("no Chromium found (Debian: apt-get install chromium)")
+        self.timeout = timeout
+        self._profile = tempfile.mkdtemp(prefix="lcopt-chromium-")
+        self._proc = subprocess.Popen(
+            [chromium, *FLAGS, f"--user-data-dir={self._profile}", f"--window-size={width},{height}", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            port = self._port()
+            targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
+            page = next(t for t in targets if t["type"] == "page")
+            self._ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=timeout, suppress_origin=True)
+        except Exception:
+            self.close()
+            raise
+        self._ids = itertools.count(1)
+        self.errors: list[str] = []
+        self._events: list[dict] = []
+        for method in ("Page.enable", "Runtime.enable", "Log.enable"):
+            self.send(method)
+        self.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+
+    def _port(self) -> int:
+        active = Path(self._profile) / "DevToolsActivePort"
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise BrowserError(f"Chromium exited at start with code {self._proc.returncode}")
+            if active.is_file() and active.read_text().strip():
+                return int(active.read_text().split()[0])
+            time.sleep(0.1)
+        raise BrowserError(f"Chromium did not open its DevTools port within {self.timeout} s")
+
+    def _record(self, message: dict) -> None:
+        method, params = message.get("method"), message.get("params", {})
+        if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+            text = " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
+            self.errors.append(f"console.{params['type']}: {text}")
+        elif method == "Runtime.exceptionThrown":
+            details = params.get("exceptionDetails", {})
+            text = details.get("exception", {}).get("description") or details.get("text", "")
+            self.errors.append(f"uncaught exception: {text}")
+        elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+            entry = params["entry"]
+            self.errors.append(f"{entry.get('source')}: {entry.get('text')} {entry.get('url', '')}".strip())
+        self._events.append(message)
+
+    def send(self, method: str, **params) -> dict:
+        call_id = next(self._ids)
+        self._ws.send(json.dumps({"id": call_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self._ws.recv())
+            if message.get("id") == call_id:
+                if "error" in message:
+                    raise BrowserError(f"{method}: {message['error']}")
+                return message.get("result", {})
+            self._record(message)
+
+    def _wait_event(self, method: str) -> None:
+        if any(m.get("method") == method for m in self._events):
+            return
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            message = json.loads(self._ws.recv())
+            self._record(message)
+            if message.get("method") == method:
+                return
+        raise BrowserError(f"no {method} within {self.timeout} s")
+
+    def open(self, url: str, settle: float = 1.0) -> None:
+        """Navigate and wait for the load event, then `settle` seconds for scripts to render. `errors`
+        starts empty for each page."""
+        self._events.clear()
+        self.errors = []
+        self.send("Page.navigate", url=url)
+        self._wait_event("Page.loadEventFired")
+        self.wait(settle)
+
+    def wait(self, seconds: float) -> None:
+        """Let the page run, still collecting its console messages."""
+        self._ws.settimeout(0.2)
+        deadline = time.monotonic() + seconds
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    self._record(json.loads(self._ws.recv()))
+                except Exception as exc:  # the socket's timeout: nothing arrived
+                    if "timed out" not in str(exc).lower():
+                        raise
+        finally:
+            self._ws.settimeout(self.timeout)
+
+    def eval(self, expression: str):
+        """The value of a JavaScript expression (awaited if it is a promise)."""
+        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise BrowserError(f"{expression[:80]}...: {result['exceptionDetails'].get('text')}")
+        return result["result"].get("value")
+
+    def screenshot(self, path: Path, full_page: bool = True) -> None:
+        """A PNG of the page; `full_page` grows the viewport to the content's height first."""
+        if full_page:
+            size = self.send("Page.getLayoutMetrics")["cssContentSize"]
+            metrics = self.send("Page.getLayoutMetrics")["cssLayoutViewport"]
+            height = max(int(size["height"]), int(metrics["clientHeight"]))
+            self.send(
+                "Emulation.setDeviceMetricsOverride",
+                width=int(metrics["clientWidth"]),
+                height=min(height, 16000),
+                deviceScaleFactor=1,
+                mobile=False,
+            )
+            self.wait(0.5)
+        data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=full_page)["data"]
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(base64.b64decode(data))
+
+    def close(self) -> None:
+        ws = getattr(self, "_ws", None)
+        if ws is not None:
+            ws.close()
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        shutil.rmtree(self._profile, ignore_errors=True)
+
+    def __enter__(self) -> Page:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m lcopt.browser PAGE.html SCREENSHOT.png", file=sys.stderr)
+        return 2
+    page_path, png = Path(argv[0]).resolve(), Path(argv[1])
+    with Page() as page:
+        page.open(page_path.as_uri(), settle=3)
+        page.screenshot(png)
+        for error in page.errors:
+            print(error, file=sys.stderr)
+        return 1 if page.errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -71,7 +71,6 @@ rule plots:
         ],
     params:
         plan=FIGURES,
-        plots_dir=f"{R}/plots",
     log:
         f"{R}/logs/plots.log",
     benchmark:

@@ -7,10 +7,11 @@ setup_logging(snakemake.log[0])  # noqa: F821
 from lcopt.plots import write_plots  # noqa: E402
 
 sm = snakemake  # noqa: F821
+# the outputs are the plan's figures, in the plan's order (rules/report.smk)
 write_plots(
     Path(sm.input.long),
     Path(sm.input.compounding),
     Path(sm.input.per_sample),
     sm.params.plan,
-    Path(sm.params.plots_dir),
+    list(map(Path, sm.output)),
 )

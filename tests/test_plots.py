@@ -144,7 +144,8 @@ def test_figure_plan_groups_by_report_family_and_model():
     assert "m/summarization/quality_vs_latency.png" in paths and "scores.png" in paths
     assert {"m/interaction.png", "m/roofline.png", "m/context_scaling.png", "m/needle.png"} <= set(paths)
     by_path = {f.path: f for f in plan}
-    assert by_path["m/retrieval/quality_vs_memory.png"].category == "retrieval"
+    assert by_path["m/retrieval/quality_vs_memory.png"].category == "Retrieval"
+    assert by_path["m/multi-hop-qa/precision_recall.png"].category == "Multi-hop QA"
     assert by_path["m/retrieval/quality_vs_memory.png"].subcategory == "m"
     assert by_path["m/interaction.png"].labels["stacks"] == "Level 2"
     assert not [f for f in plan if f.family == "QA"]  # no single-doc QA dataset in this run

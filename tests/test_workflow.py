@@ -64,9 +64,16 @@ def test_run_writes_predictions_scores_tables_and_plots(finished_run):
     assert long.filter(pl.col("metric") == "score")["ci_low"].null_count() == 0
     assert pl.read_csv(r / "tables/long.csv").height == long.height
     assert "| demo | baseline | passkey-200 |" in (r / "tables/summary.md").read_text()
-    for png in ["quality_vs_memory", "quality_vs_latency", "precision_recall", "scores"]:
-        data = (r / f"plots/{png}.png").read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    from lcopt.report import figures
+
+    plan = figures(["demo"], {"passkey-200": "synthetic retrieval", "facts-200": "synthetic summarization"})
+    assert {"demo/retrieval/quality_vs_memory.png", "demo/summarization/precision_recall.png"} <= {f.path for f in plan}
+    for figure in plan:
+        data = (r / "plots" / figure.path).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, figure.path
+    assert pl.read_parquet(r / "tables/per_sample.parquet").height == 2 * 2 * 3  # stacks x datasets x samples
+    assert "data-dt-" in (r / "report/table.html").read_text() or "DataTable" in (r / "report/table.html").read_text()
+    assert "**Matrix.** 1 model(s) × 2 stacks × 2 datasets" in (r / "report/run.rst").read_text()
     assert not list(r.rglob("*.partial")) and not list(r.rglob(".*.tmp"))
     provenance = json.loads((r / "tables/provenance.json").read_text())
     assert len(provenance["config_sha256"]) == 64 and provenance["seed"] == 0
@@ -117,7 +124,9 @@ def test_adding_a_dataset_schedules_only_its_jobs(finished_run):
         "inference": 2,
         "score": 2,
         "aggregate": 1,
+        "sample_table": 1,
         "plots": 1,
+        "report_files": 1,
         "all": 1,
     }
 
@@ -132,7 +141,9 @@ def test_adding_a_model_schedules_only_its_jobs(finished_run):
         "inference": 4,
         "score": 4,
         "aggregate": 1,
+        "sample_table": 1,
         "plots": 1,
+        "report_files": 1,
         "all": 1,
     }
     assert "wildcards: model=demo," not in out

@@ -571,10 +571,13 @@ def draw(figure: Figure, long: pl.DataFrame, compounding: pl.DataFrame, per_samp
 
 
 def write_plots(
-    long_parquet: Path, compounding_csv: Path, per_sample_parquet: Path, plan: list[Figure], out_dir: Path
+    long_parquet: Path, compounding_csv: Path, per_sample_parquet: Path, plan: list[Figure], outputs: list[Path]
 ) -> None:
+    """Draw each figure of the plan to its output path (the two lists in the same order)."""
     long = pl.read_parquet(long_parquet)
     compounding = pl.read_csv(compounding_csv)
     per_sample = pl.read_parquet(per_sample_parquet)
-    for figure in plan:
-        draw(figure, long, compounding, per_sample, Path(out_dir) / figure.path)
+    for figure, path in zip(plan, outputs, strict=True):
+        if not str(path).endswith(figure.path):
+            raise ValueError(f"output {path} is not figure {figure.path}: plan and outputs out of order")
+        draw(figure, long, compounding, per_sample, Path(path))

@@ -86,7 +86,8 @@ class Figure:
 
     @property
     def category(self) -> str:
-        return self.family or CATEGORY[self.kind]
+        name = self.family or CATEGORY[self.kind]
+        return name[:1].upper() + name[1:]
 
     @property
     def subcategory(self) -> str:
@@ -204,7 +205,11 @@ def results_table(long: pl.DataFrame) -> pl.DataFrame:
                 table = table.join(sel, on=keys, how="left")
     first = ["model", "family", "dataset", "level", "stack", "score metric", "score", "CI low", "CI high", "n"]
     # failure counts only where something failed or was cut: a column of zeros is noise
-    rest = [c for c in table.columns if c not in first and not (c in ("failed", "truncated") and not table[c].any())]
+    rest = [
+        c
+        for c in table.columns
+        if c not in first and not (c in ("failed", "truncated") and not table[c].fill_null(0).sum())
+    ]
     return table.select(*first, *rest).sort(["model", "family", "dataset", "level", "stack"])
 
 
@@ -223,6 +228,7 @@ def results_table_html(long: pl.DataFrame) -> str:
         display_logo_when_loading=False,
         showIndex=False,
         show_dtypes=False,
+        text_in_header_can_be_selected=False,  # a click on a column title sorts (not only on its arrow)
         scrollX=True,
         pageLength=25,
         lengthMenu=[10, 25, 50, 100, 500],

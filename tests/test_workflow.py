@@ -2,6 +2,7 @@
 the paper's DAG, the demo-model training rule and the real SmolLM2 model."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -112,6 +113,23 @@ def test_run_trains_the_demo_classifier_and_compresses_with_it(finished_run):
 def test_rerun_does_nothing(finished_run):
     out = snakemake(finished_run, TINY)
     assert "Nothing to be done" in out
+
+
+def test_changed_tables_redraw_the_report_and_nothing_else(finished_run):
+    """The figures read the tables only: a newer table reruns the plots (and the report's table), a newer
+    per-sample score file the per-sample table and the plots."""
+    r = finished_run / "results"
+    for changed, expected in [
+        (r / "tables/long.parquet", {"plots": 1, "report_files": 1, "all": 1}),
+        (r / "scores/demo/lingua2/passkey-200.samples.jsonl", {"sample_table": 1, "plots": 1, "all": 1}),
+    ]:
+        stat = changed.stat()
+        os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 60 * 10**9))
+        try:
+            counts = job_counts(snakemake(finished_run, TINY, "-n"))
+        finally:
+            os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert counts == expected, changed
 
 
 def test_adding_a_dataset_schedules_only_its_jobs(finished_run):

@@ -92,7 +92,7 @@ rule report_files:
             caption="../report/table.rst",
             category="Overview",
             subcategory="all models",
-            labels={"figure": "table", "stacks": "all", "metric": "every metric, with CIs"},
+            labels={"figure": "results table", "stacks": "all", "metric": "every metric, with CIs"},
         ),
         run=f"{R}/report/run.rst",
     log:

@@ -108,7 +108,7 @@ def test_run_description_states_matrix_device_and_gpu_data():
     from docutils.core import publish_parts
 
     cpu = report.run_rst(CPU_PROVENANCE, fake_long())
-    assert "1 model(s) × 6 stacks × 4 datasets = 24 cells" in cpu
+    assert "1 model × 6 stacks × 4 datasets = 24 cells, up to 8 samples each" in cpu
     assert "Level 2 (stacks of 2): ``gptq4+kivi4``, ``prune+gptq4``" in cpu
     assert "CPU only" in cpu and "No GPU data in this run" in cpu and "torch 2.13.0" in cpu
     gpu = report.run_rst(GPU_PROVENANCE, fake_long(roofline=True))
@@ -147,7 +147,8 @@ def build_report(run: Path, target: Path) -> None:
     config = run / "config.yaml" if (run / "config.yaml").is_file() else REPO / "config/config.yaml"
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(run)]
     command += ["--configfile", str(config)]
-    proc = subprocess.run([*command, "--report", str(target)], capture_output=True, text=True, timeout=900, env=env)
+    command += ["--report", str(target), "--report-stylesheet", str(REPO / "report/stylesheet.css")]  # as `make run`
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
 
 
@@ -193,7 +194,13 @@ def test_report_of_the_default_run_reads_in_a_browser(default_run, tmp_path):
         page.screenshot(shots / "report-figure.png")
         table = "results/report/table.html"
         page.eval(f"app.setView({{content: 'html', contentPath: results['{table}'].data_uri, resultPath: '{table}'}})")
-        page.wait(3)
+        rows = 0
+        for _ in range(60):  # DataTables renders the rows once its bundle has loaded inside the iframe
+            rows = page.eval_in_frame("data:text/html", "document.querySelectorAll('table.dataTable tbody tr').length")
+            if rows:
+                break
+            page.wait(0.5)
+        assert rows == min(25, long.select("model", "stack", "dataset").unique().height)  # its first page
         assert page.errors == [], page.errors
         page.screenshot(shots / "report-table.png", full_page=False)
 

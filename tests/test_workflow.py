@@ -74,7 +74,7 @@ def test_run_writes_predictions_scores_tables_and_plots(finished_run):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, figure.path
     assert pl.read_parquet(r / "tables/per_sample.parquet").height == 2 * 2 * 3  # stacks x datasets x samples
     assert "data-dt-" in (r / "report/table.html").read_text() or "DataTable" in (r / "report/table.html").read_text()
-    assert "**Matrix.** 1 model(s) × 2 stacks × 2 datasets" in (r / "report/run.rst").read_text()
+    assert "**Matrix.** 1 model × 2 stacks × 2 datasets" in (r / "report/run.rst").read_text()
     assert not list(r.rglob("*.partial")) and not list(r.rglob(".*.tmp"))
     provenance = json.loads((r / "tables/provenance.json").read_text())
     assert len(provenance["config_sha256"]) == 64 and provenance["seed"] == 0

@@ -72,8 +72,12 @@ class Page:
         self._ids = itertools.count(1)
         self.errors: list[str] = []
         self._events: list[dict] = []
+        self.frames: dict[str, str] = {}  # session id -> url of each out-of-process frame (e.g. a data: iframe)
         for method in ("Page.enable", "Runtime.enable", "Log.enable"):
             self.send(method)
+        # iframes with an opaque origin run in their own process: attach to each, so that their console
+        # errors count too
+        self.send("Target.setAutoAttach", autoAttach=True, waitForDebuggerOnStart=False, flatten=True)
         self.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
 
     def _port(self) -> int:
@@ -89,7 +93,12 @@ class Page:
 
     def _record(self, message: dict) -> None:
         method, params = message.get("method"), message.get("params", {})
-        if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+        if method == "Target.attachedToTarget":
+            session = params["sessionId"]
+            self.frames[session] = params.get("targetInfo", {}).get("url", "")[:80]
+            for enable in ("Runtime.enable", "Log.enable"):
+                self._ws.send(json.dumps({"id": next(self._ids), "method": enable, "sessionId": session}))
+        elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
             text = " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
             self.errors.append(f"console.{params['type']}: {text}")
         elif method == "Runtime.exceptionThrown":
@@ -101,9 +110,11 @@ class Page:
             self.errors.append(f"{entry.get('source')}: {entry.get('text')} {entry.get('url', '')}".strip())
         self._events.append(message)
 
-    def send(self, method: str, **params) -> dict:
+    def send(self, method: str, session: str | None = None, **params) -> dict:
+        """One DevTools command (to the page, or to an attached frame's `session`); its result."""
         call_id = next(self._ids)
-        self._ws.send(json.dumps({"id": call_id, "method": method, "params": params}))
+        command = {"id": call_id, "method": method, "params": params} | ({"sessionId": session} if session else {})
+        self._ws.send(json.dumps(command))
         while True:
             message = json.loads(self._ws.recv())
             if message.get("id") == call_id:
@@ -146,19 +157,43 @@ class Page:
         finally:
             self._ws.settimeout(self.timeout)
 
-    def eval(self, expression: str):
-        """The value of a JavaScript expression (awaited if it is a promise)."""
-        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+    def eval(self, expression: str, session: str | None = None):
+        """The value of a JavaScript expression (awaited if it is a promise), in the page or in an attached
+        frame's `session` (see `frames`)."""
+        result = self.send(
+            "Runtime.evaluate", session=session, expression=expression, returnByValue=True, awaitPromise=True
+        )
+        if "exceptionDetails" in result:
+            raise BrowserError(f"{expression[:80]}...: {result['exceptionDetails'].get('text')}")
+        return result["result"].get("value")
+
+    def eval_in_frame(self, url_prefix: str, expression: str, timeout: float = 30.0):
+        """The value of `expression` in the page's first child frame whose URL starts with `url_prefix`
+        (e.g. a data: iframe), once that frame exists; evaluated in an isolated world (same DOM)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            children = self.send("Page.getFrameTree")["frameTree"].get("childFrames", [])
+            frame = next((c["frame"] for c in children if c["frame"].get("url", "").startswith(url_prefix)), None)
+            if frame is not None:
+                break
+            if time.monotonic() > deadline:
+                raise BrowserError(f"no frame loading {url_prefix}... within {timeout} s")
+            self.wait(0.5)
+        context = self.send("Page.createIsolatedWorld", frameId=frame["id"], worldName="lcopt-check")
+        result = self.send(
+            "Runtime.evaluate", expression=expression, contextId=context["executionContextId"], returnByValue=True
+        )
         if "exceptionDetails" in result:
             raise BrowserError(f"{expression[:80]}...: {result['exceptionDetails'].get('text')}")
         return result["result"].get("value")
 
     def screenshot(self, path: Path, full_page: bool = True) -> None:
-        """A PNG of the page; `full_page` grows the viewport to the content's height first."""
+        """A PNG of the page; `full_page` first grows the viewport to the tallest content, so that pages
+        which scroll inside a pane of the window's height (like Snakemake's report) show all of it."""
         if full_page:
-            size = self.send("Page.getLayoutMetrics")["cssContentSize"]
             metrics = self.send("Page.getLayoutMetrics")["cssLayoutViewport"]
-            height = max(int(size["height"]), int(metrics["clientHeight"]))
+            tallest = self.eval("Math.max(...[...document.querySelectorAll('*')].map(e => e.scrollHeight))")
+            height = max(int(tallest or 0), int(metrics["clientHeight"]))
             self.send(
                 "Emulation.setDeviceMetricsOverride",
                 width=int(metrics["clientWidth"]),

@@ -156,6 +156,29 @@ def _system(long: pl.DataFrame, model: str, metric: str) -> pl.DataFrame:
     )
 
 
+def _label_front(ax, points: list[tuple[float, float]], names: list[str]) -> None:
+    """Name the Pareto front's stacks up-left of their points: no point lies there (it would beat the
+    front), so a label never covers data; a label that would touch the one below moves up."""
+    ax.autoscale_view()
+    to_points = 72 / ax.figure.dpi
+    last_top = -math.inf
+    for (x, y), name in zip(points, names, strict=True):  # cheapest first, so y rises
+        py = ax.transData.transform((x, y))[1]
+        bottom = max(py + 3 / to_points, last_top + 2 / to_points)
+        ax.annotate(
+            name,
+            (x, y),
+            xytext=(-3, (bottom - py) * to_points),
+            textcoords="offset points",
+            ha="right",
+            va="bottom",
+            fontsize=7,
+            color="0.1",
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
+        )
+        last_top = bottom + 10 / to_points
+
+
 def quality_vs(long: pl.DataFrame, model: str, family: str, x_metric: str, path: Path) -> dict[str, list[str]]:
     """One panel per dataset of the family: score (95% CI) against a system cost, the Pareto front
     (cheapest stack for each level of quality) as a dashed step line with its stacks named.
@@ -195,22 +218,14 @@ def quality_vs(long: pl.DataFrame, model: str, family: str, x_metric: str, path:
         fronts[ds] = [rows[i]["stack"] for i in front]
         fx, fy = [xy[i][0] for i in front], [xy[i][1] for i in front]
         ax.plot(fx, fy, ls="--", color="0.35", lw=1, drawstyle="steps-post", zorder=0)
-        for k, i in enumerate(front):
-            ax.annotate(
-                rows[i]["stack"],
-                xy[i],
-                xytext=(4, 6 if k % 2 == 0 else -11),
-                textcoords="offset points",
-                fontsize=7,
-                color="0.15",
-            )
         n = max(r["n_values"] for r in rows)
         ax.set_title(f"{ds} (n = {n})", fontsize=10)
         ax.set_xlabel(x_label)
         ax.set_ylabel("score (×100, 95% CI)")
-        ax.set_ylim(-3, 108)
-        ax.margins(x=0.15)
+        ax.set_ylim(-3, 112)
+        ax.margins(x=0.2)
         ax.grid(alpha=0.3)
+        _label_front(ax, [xy[i] for i in front], [rows[i]["stack"] for i in front])
     _stack_legend(fig, styles)
     fig.suptitle(f"{title}\n(up-left is better; dashed: Pareto front, named; dotted: baseline score)", fontsize=11)
     _save(fig, path)

@@ -55,6 +55,19 @@ METRIC_LABEL = {
 }
 
 
+# the figure's name in the report's list (its `figure` label)
+FIGURE_TITLE = {
+    "quality_vs_memory": "quality vs peak memory",
+    "quality_vs_latency": "quality vs decode latency",
+    "precision_recall": "precision vs recall",
+    "interaction": "stack interactions",
+    "roofline": "measured vs roofline",
+    "context_scaling": "context-length scaling",
+    "needle": "needle depth × length",
+    "scores": "score bars",
+}
+
+
 def report_family(task_family: str) -> str:
     return REPORT_FAMILY.get(task_family, task_family)
 
@@ -99,17 +112,21 @@ class Figure:
         return f"{self.kind}.rst"
 
 
+def _labels(kind: str, stacks: str) -> dict[str, str]:
+    return {"figure": FIGURE_TITLE[kind], "stacks": stacks, "metric": METRIC_LABEL[kind]}
+
+
 def figures(models: list[str], dataset_families: dict[str, str]) -> list[Figure]:
     """Every figure of a run of `models` on datasets with these task families (dataset -> `Task.family`)."""
     families = sorted({report_family(f) for f in dataset_families.values()}, key=family_sort_key)
-    out = [Figure("scores", labels={"figure": "scores", "stacks": "all", "metric": METRIC_LABEL["scores"]})]
+    out = [Figure("scores", labels=_labels("scores", "all"))]
     for model in models:
         for family in families:
             for kind in FAMILY_FIGURES:
-                out.append(Figure(kind, model, family, {"figure": kind, "stacks": "all", "metric": METRIC_LABEL[kind]}))
+                out.append(Figure(kind, model, family, _labels(kind, "all")))
         for kind in MODEL_FIGURES:
             stacks = "Level 2" if kind == "interaction" else "all"
-            out.append(Figure(kind, model, None, {"figure": kind, "stacks": stacks, "metric": METRIC_LABEL[kind]}))
+            out.append(Figure(kind, model, None, _labels(kind, stacks)))
     return out
 
 
@@ -273,6 +290,10 @@ def has_gpu_data(long: pl.DataFrame) -> bool:
     ).is_empty()
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def run_rst(provenance: dict, long: pl.DataFrame) -> str:
     """reStructuredText: the matrix that ran, where, with which versions."""
     config = provenance.get("config", {})
@@ -287,8 +308,9 @@ def run_rst(provenance: dict, long: pl.DataFrame) -> str:
         "This run",
         "--------",
         "",
-        f"**Matrix.** {len(models)} model(s) × {len(stacks)} stacks × {datasets.height} datasets = "
-        f"{len(models) * len(stacks) * datasets.height} cells, up to {n} samples each.",
+        f"**Matrix.** {_count(len(models), 'model')} × {_count(len(stacks), 'stack')} × "
+        f"{_count(datasets.height, 'dataset')} = {len(models) * len(stacks) * datasets.height} cells, "
+        f"up to {_count(n, 'sample')} each.",
         "",
         f"- Models: {', '.join(f'``{m}``' for m in models)}",
     ]

@@ -3,7 +3,8 @@ from lcopt.tasks import get_task
 
 # Every figure of the report (lcopt.report.figures): the plots rule's outputs, each marked for
 # `snakemake --report` with its category (task family or topic), subcategory (model) and labels.
-FIGURES = report_figures(MODELS, {d: get_task(dataset_task(d)).family for d in DATASETS})
+DATASET_FAMILIES = {d: get_task(dataset_task(d)).family for d in DATASETS}
+FIGURES = report_figures(MODELS, DATASET_FAMILIES)
 PLOTS = [f"{R}/plots/{f.path}" for f in FIGURES]
 REPORT_FILES = [f"{R}/report/table.html", f"{R}/report/run.rst"]
 CELLS = [(m, s, d) for m in MODELS for s in STACKS for d in DATASETS]
@@ -70,7 +71,9 @@ rule plots:
             for f in FIGURES
         ],
     params:
-        plan=FIGURES,
+        # the plan (lcopt.report.figures) is remade from these in the script: outputs in the same order
+        models=MODELS,
+        dataset_families=DATASET_FAMILIES,
     log:
         f"{R}/logs/plots.log",
     benchmark:

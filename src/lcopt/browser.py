@@ -1,8 +1,10 @@
 """Look at an HTML page as a person would: headless Chromium (Debian's `chromium`) driven through the
 DevTools protocol (`websocket-client`), collecting console errors and taking screenshots.
 
-Used by the report's test and to refresh the README's screenshot:
+Used by the report's test and to refresh the README's screenshots:
     python -m lcopt.browser results/report.html docs/report.png
+    python -m lcopt.browser results/report.html docs/report-figure.png \
+        results/plots/lcopt-demo/retrieval/quality_vs_memory.png
 """
 
 from __future__ import annotations
@@ -227,12 +229,23 @@ class Page:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m lcopt.browser PAGE.html SCREENSHOT.png", file=sys.stderr)
+    """`python -m lcopt.browser PAGE.html SCREENSHOT.png [RESULT]`: a full-page screenshot of a page; for a
+    Snakemake report, RESULT (a path as listed in the report, e.g. results/plots/m/retrieval/quality_vs_memory.png)
+    opens that result first, as a reader clicking it would. Exits 1 on console errors (printed)."""
+    if len(argv) not in (2, 3):
+        print(main.__doc__, file=sys.stderr)
         return 2
     page_path, png = Path(argv[0]).resolve(), Path(argv[1])
     with Page() as page:
         page.open(page_path.as_uri(), settle=3)
+        if len(argv) == 3:
+            result = json.dumps(argv[2])
+            kind = "img" if argv[2].endswith((".png", ".svg", ".jpg")) else "html"
+            # the result in the main pane and its caption in the side bar, as after a click on it
+            view = f"{{content: '{kind}', contentPath: results[{result}].data_uri, resultPath: {result}"
+            view += ", navbarMode: 'resultinfo'}"
+            page.eval(f"app.setView({view})")
+            page.wait(3)
         page.screenshot(png)
         for error in page.errors:
             print(error, file=sys.stderr)

@@ -184,17 +184,38 @@ def test_roofline_only_with_gpu_data(tmp_path):
 def test_interaction_heatmap_reads_columns_by_name(tmp_path):
     comp = compounding(fake_long())
     assert set(comp["stack"]) == {"prune+gptq4", "gptq4+kivi4"}
+    assert plots.interaction_columns(comp) is plots.ADDITIVE_DROPS
     cells = plots.interaction_heatmap(comp, "m", tmp_path / "today.png")
-    # prune+gptq4 on passkey-1k: drop 0.5, parts 0.3 + 0.05 -> excess +15 points
+    # prune+gptq4 on passkey-1k: drop 0.5, parts 0.3 + 0.05 -> 15 points worse than additive
     assert cells[("prune+gptq4", "passkey-1k")] == pytest.approx(15.0)
-    # the table the statistics change will write: a CI of the excess and a flag
-    future = comp.with_columns(
-        (pl.col("excess_drop") - 0.02).alias("excess_ci_low"),
-        (pl.col("excess_drop") + 0.02).alias("excess_ci_high"),
-        (pl.col("excess_drop").abs() > 0.02).alias("distinguishable"),
-    )
-    assert plots.interaction_heatmap(future, "m", tmp_path / "ci.png") == cells
     assert plots.interaction_heatmap(comp.clear(), "m", tmp_path / "empty.png") == {}
+    with pytest.raises(ValueError, match="compounding table has columns"):
+        plots.interaction_columns(comp.select("model", "dataset", "stack"))
+
+
+def test_interaction_heatmap_reads_the_retention_scale_table(tmp_path):
+    """The layout the statistics change writes (lcopt.aggregate.compounding on the retention scale, with a
+    paired CI): a fixture shaped like it. expected = baseline × Π retention; interaction = score - expected,
+    < 0 when the stack compounds, which the heatmap draws as > 0 (red)."""
+    base, parts, score = 0.9, (0.6, 0.85), 0.4  # prune, gptq4, prune+gptq4 of CELL
+    expected = base * (parts[0] / base) * (parts[1] / base)
+    table = pl.DataFrame(
+        {
+            "model": ["m", "m"],
+            "dataset": ["passkey-1k", "passkey-2k"],
+            "stack": ["prune+gptq4", "prune+gptq4"],
+            "score": [score, 0.55],
+            "expected": [expected, expected],
+            "interaction": [score - expected, 0.55 - expected],
+            "interaction_ci_low": [score - expected - 0.05, 0.55 - expected - 0.2],
+            "interaction_ci_high": [score - expected + 0.05, 0.55 - expected + 0.2],
+            "distinguishable": [True, False],
+        }
+    )
+    assert plots.interaction_columns(table) is plots.RETENTION
+    cells = plots.interaction_heatmap(table, "m", tmp_path / "retention.png")
+    assert cells[("prune+gptq4", "passkey-1k")] == pytest.approx(100 * (expected - score))  # 16.7: compounds
+    assert cells[("prune+gptq4", "passkey-2k")] == pytest.approx(100 * (expected - 0.55))  # 1.7
 
 
 def test_needle_heatmap_bins_depth(tmp_path):

@@ -290,55 +290,86 @@ def precision_recall(long: pl.DataFrame, model: str, family: str, path: Path) ->
 
 @dataclass(frozen=True)
 class InteractionColumns:
-    """Which columns of the compounding table the interaction heatmap reads (by name, so the table can
-    grow). `measured` and `expected` are the stack's drop and the drop its parts predict together;
-    `excess` = measured - expected is the colour. `ci_low`/`ci_high` (a CI of `excess`) and
-    `distinguishable` (bool: that CI excludes 0) are drawn where the table has them: cells whose
-    interaction is not told apart from zero are hatched."""
+    """Which columns of the compounding table the interaction heatmap reads, by name. `measured` and
+    `expected` are what the cell prints ("measured / expected"); `excess` × `sign` is the colour, signed
+    so that > 0 (red) always means the stack does worse than its parts predict. `ci_low`/`ci_high`
+    (a CI of `excess`) and `distinguishable` (bool: that CI excludes 0) are drawn where the table has
+    them: a cell not told apart from zero is hatched."""
 
-    measured: str = "drop"
-    expected: str = "sum_of_part_drops"
-    excess: str = "excess_drop"
-    ci_low: str = "excess_ci_low"
-    ci_high: str = "excess_ci_high"
-    distinguishable: str = "distinguishable"
+    measured: str
+    expected: str
+    excess: str
+    sign: float  # +1: excess is extra drop; -1: excess is score above expectation
+    what: str  # what measured / expected are, for the figure's note
     scale: float = 100.0  # table unit -> displayed unit (score points ×100)
-    unit: str = "score points (×100)"
+    ci_low: str = ""
+    ci_high: str = ""
+    distinguishable: str = "distinguishable"
+
+
+# lcopt.aggregate.compounding before the statistics change: additive drops, no CI
+ADDITIVE_DROPS = InteractionColumns(
+    measured="drop", expected="sum_of_part_drops", excess="excess_drop", sign=1.0, what="drop, sum of parts' drops"
+)
+# after it: retention scale (expected = baseline × Π part / baseline), paired bootstrap CI and a flag
+RETENTION = InteractionColumns(
+    measured="score",
+    expected="expected",
+    excess="interaction",
+    sign=-1.0,
+    what="score, expected if independent",
+    ci_low="interaction_ci_low",
+    ci_high="interaction_ci_high",
+)
+
+
+def interaction_columns(compounding: pl.DataFrame) -> InteractionColumns:
+    """The layout of this compounding table, told by its column names."""
+    for layout in (RETENTION, ADDITIVE_DROPS):
+        if {layout.measured, layout.expected, layout.excess} <= set(compounding.columns):
+            return layout
+    raise ValueError(
+        f"compounding table has columns {compounding.columns}; expected those of "
+        f"{[ADDITIVE_DROPS.excess, RETENTION.excess]} layouts (lcopt.plots.InteractionColumns)"
+    )
 
 
 def interaction_heatmap(
-    compounding: pl.DataFrame, model: str, path: Path, columns: InteractionColumns = InteractionColumns()
+    compounding: pl.DataFrame, model: str, path: Path, columns: InteractionColumns | None = None
 ) -> dict[tuple[str, str], float]:
-    """Rows: every stack of several techniques; columns: datasets. Colour: how much more (red) or less
-    (blue) the stack loses than its parts predict; each cell also prints measured / expected.
-    Returns the excess drawn per (stack, dataset), in displayed units."""
-    c = columns
-    title = f"{model}: stack interactions (measured drop − expected from its parts)"
+    """Rows: every stack of several techniques; columns: datasets. Colour: how much worse (red) or better
+    (blue) the stack does than its parts predict; each cell also prints measured / expected, and the CI
+    where the table has one. Returns the colour value per (stack, dataset), in score points ×100."""
+    title = f"{model}: stack interactions (measured vs expected from its parts)"
     comp = compounding.filter(pl.col("model") == model) if "model" in compounding.columns else compounding
     if comp.is_empty():
         _message(path, title, "No stack of several techniques whose parts all ran alone: nothing to compare.")
         return {}
+    c = columns or interaction_columns(comp)
     stacks = stack_order(comp["stack"].to_list())
     datasets = sorted(comp["dataset"].unique().to_list())
     cells = {(r["stack"], r["dataset"]): r for r in comp.iter_rows(named=True)}
-    excess = np.full((len(stacks), len(datasets)), np.nan)
+    worse = np.full((len(stacks), len(datasets)), np.nan)
     for (s, d), r in cells.items():
         if r[c.excess] is not None:
-            excess[stacks.index(s), datasets.index(d)] = c.scale * r[c.excess]
-    vmax = max(1.0, float(np.nanmax(np.abs(excess)))) if np.isfinite(excess).any() else 1.0
-    fig, ax = plt.subplots(figsize=(2.0 + 1.45 * len(datasets), 1.2 + 0.42 * len(stacks)), layout="constrained")
-    image = ax.imshow(excess, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
-    has_ci = c.ci_low in comp.columns and c.ci_high in comp.columns
+            worse[stacks.index(s), datasets.index(d)] = c.sign * c.scale * r[c.excess]
+    vmax = max(1.0, float(np.nanmax(np.abs(worse)))) if np.isfinite(worse).any() else 1.0
+    fig, ax = plt.subplots(
+        figsize=(max(7.0, 2.4 + 1.5 * len(datasets)), 1.8 + 0.45 * len(stacks)), layout="constrained"
+    )
+    image = ax.imshow(worse, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
+    has_ci = bool(c.ci_low) and c.ci_low in comp.columns and c.ci_high in comp.columns
     has_flag = c.distinguishable in comp.columns
     for (s, d), r in cells.items():
         i, j = stacks.index(s), datasets.index(d)
-        value = excess[i, j]
+        value = worse[i, j]
         if math.isnan(value):
             ax.text(j, i, "—", ha="center", va="center", fontsize=8)
             continue
         text = f"{value:+.1f}\n{c.scale * r[c.measured]:.1f} / {c.scale * r[c.expected]:.1f}"
-        if has_ci and r[c.ci_low] is not None:
-            text += f"\n[{c.scale * r[c.ci_low]:+.1f}, {c.scale * r[c.ci_high]:+.1f}]"
+        if has_ci and r[c.ci_low] is not None and r[c.ci_high] is not None:
+            low, high = sorted((c.sign * c.scale * r[c.ci_low], c.sign * c.scale * r[c.ci_high]))
+            text += f"\n[{low:+.1f}, {high:+.1f}]"
         dark = abs(value) > 0.6 * vmax
         ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
         if has_flag and r[c.distinguishable] is False:
@@ -348,15 +379,15 @@ def interaction_heatmap(
     ax.set_xlabel("dataset")
     ax.set_ylabel("stack")
     bar = fig.colorbar(image, ax=ax, shrink=0.8)
-    bar.set_label(f"excess drop, {c.unit}\n(red: worse than its parts add up to)", fontsize=8)
-    note = "cell: excess, then measured / expected drop"
+    bar.set_label("worse than expected, score points (×100)\n(red: compounds; blue: overlaps)", fontsize=8)
+    note = f"cell: worse than expected by, then {c.what} (×100)"
     if has_ci:
-        note += ", then the excess's 95% CI"
+        note += ",\nthen the 95% CI of the first"
     if has_flag:
         note += "; hatched: not distinguishable from 0"
-    ax.set_title(f"{title}\n{note}", fontsize=10)
+    fig.suptitle(f"{title}\n{note}", fontsize=9)
     _save(fig, path)
-    return {k: float(excess[stacks.index(k[0]), datasets.index(k[1])]) for k in cells}
+    return {k: float(worse[stacks.index(k[0]), datasets.index(k[1])]) for k in cells}
 
 
 def roofline(long: pl.DataFrame, model: str, path: Path) -> bool:

@@ -22,8 +22,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The workflow, then its report (every figure and table, captioned): open results/report.html.
 run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --report results/report.html --report-stylesheet report/stylesheet.css
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests scripts tools

@@ -1,5 +1,6 @@
 # lcopt: what long-context inference optimizations really cost and buy.
-# data -> prompts -> model variants -> inference -> scores -> tables -> plots
+# data -> prompts -> model variants -> inference -> scores -> tables -> plots -> report
+# (`snakemake --report results/report.html` after a run: every figure and table, captioned)
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -10,6 +11,9 @@ min_version("9.0")
 if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
+
+
+report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
@@ -27,4 +31,5 @@ rule all:
     input:
         TABLES,
         PLOTS,
+        REPORT_FILES,
     default_target: True

@@ -34,8 +34,6 @@ from pathlib import Path
 
 import torch
 
-DATASHEET_BYTES_PER_S = {"NVIDIA H200": 4.8e12, "NVIDIA H100 80GB HBM3": 3.35e12, "NVIDIA A100-SXM4-80GB": 2.039e12}
-
 
 def ceilings(device) -> dict:
     """Device-to-device copy bandwidth (bytes read + written) and bf16 matmul rate, measured now."""
@@ -90,26 +88,6 @@ def to_int4(model, group_size: int = 128) -> None:
                     setattr(parent, name, random_tinygemm(child.in_features, child.out_features, group_size, device))
                     del child
     torch.cuda.empty_cache()
-
-
-def weight_bytes(model) -> int:
-    """Bytes of weights a decode step reads: every parameter, and what a quantized layer's kernel reads."""
-    total = 0
-    for module in model.modules():
-        if hasattr(module, "weight_bytes"):
-            total += module.weight_bytes()
-        else:
-            total += sum(p.numel() * p.element_size() for p in module.parameters(recurse=False))
-    return total
-
-
-def prefill_flops(model, n: int) -> float:
-    from lcopt.engine import cache_geometry
-
-    g = cache_geometry(model.config)
-    embed = model.get_input_embeddings().weight.numel()
-    params = sum(p.numel() for p in model.parameters()) - embed
-    return 2 * params * n + 2 * g["layers"] * g["q_heads"] * g["head_dim"] * n * n  # QK^T and PV, causal half
 
 
 def cache_bytes_per_token(model, kv: str) -> float:
@@ -225,7 +203,9 @@ def main(argv=None) -> None:
         "command": " ".join(sys.argv),
         **ceilings(device),
     }
-    meta["datasheet_bytes_per_s"] = DATASHEET_BYTES_PER_S.get(meta["gpu"])
+    from lcopt.roofline import DATASHEET
+
+    meta["datasheet_bytes_per_s"] = DATASHEET.get(meta["gpu"], (None, None))[0]
     print(json.dumps(meta), flush=True)
     energy = Energy(device)
     rows = []
@@ -253,6 +233,8 @@ def main(argv=None) -> None:
                     row |= {"status": f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
                 torch.cuda.empty_cache()
                 mean_len = n + args.new_tokens / 2
+                from lcopt.roofline import prefill_flops, weight_bytes
+
                 read = weight_bytes(model) + cache_bytes_per_token(model, kv) * mean_len
                 row["decode_bytes"] = read
                 for label, bw in (("datasheet", meta["datasheet_bytes_per_s"]), ("copy", meta["copy_bytes_per_s"])):

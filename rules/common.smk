@@ -30,10 +30,6 @@ TABLES = expand(
         "provenance.json",
     ],
 )
-PLOTS = expand(
-    f"{R}/plots/{{name}}.png",
-    name=["quality_vs_memory", "quality_vs_latency", "precision_recall", "scores"],
-)
 
 
 wildcard_constraints:

@@ -1,3 +1,15 @@
+from lcopt.report import figures as report_figures
+from lcopt.tasks import get_task
+
+# Every figure of the report (lcopt.report.figures): the plots rule's outputs, each marked for
+# `snakemake --report` with its category (task family or topic), subcategory (model) and labels.
+DATASET_FAMILIES = {d: get_task(dataset_task(d)).family for d in DATASETS}
+FIGURES = report_figures(MODELS, DATASET_FAMILIES)
+PLOTS = [f"{R}/plots/{f.path}" for f in FIGURES]
+REPORT_FILES = [f"{R}/report/table.html", f"{R}/report/run.rst"]
+CELLS = [(m, s, d) for m in MODELS for s in STACKS for d in DATASETS]
+
+
 rule aggregate:
     """Every summary and per-sample score file into Polars tables: long (with CIs), wide, paired
     differences and compounding (paired bootstrap CIs), Markdown."""
@@ -30,12 +42,47 @@ rule aggregate:
         "../scripts/aggregate.py"
 
 
-rule plots:
-    """Quality vs memory and latency, precision vs recall, per-dataset bars."""
+rule sample_table:
+    """Per-sample scores with each row's context length and needle depth (for the needle heatmap)."""
     input:
-        f"{R}/tables/long.parquet",
+        samples=[f"{R}/scores/{m}/{s}/{d}.samples.jsonl" for m, s, d in CELLS],
+        rows=expand(f"{R}/data/{{dataset}}.jsonl", dataset=DATASETS),
     output:
-        PLOTS,
+        f"{R}/tables/per_sample.parquet",
+    params:
+        cells=[(m, s, d, dataset_task(d)) for m, s, d in CELLS],
+        datasets=DATASETS,
+    log:
+        f"{R}/logs/sample_table.log",
+    benchmark:
+        f"{R}/benchmarks/sample_table.tsv"
+    conda:
+        "../envs/lcopt.yaml"
+    script:
+        "../scripts/sample_table.py"
+
+
+rule plots:
+    """Every figure of the report, read from the tables only (lcopt.plots)."""
+    input:
+        long=f"{R}/tables/long.parquet",
+        compounding=f"{R}/tables/compounding.csv",
+        per_sample=f"{R}/tables/per_sample.parquet",
+    output:
+        [
+            report(
+                f"{R}/plots/{f.path}",
+                caption=f"../report/{f.caption}",
+                category=f.category,
+                subcategory=f.subcategory,
+                labels=f.labels,
+            )
+            for f in FIGURES
+        ],
+    params:
+        # the plan (lcopt.report.figures) is remade from these in the script: outputs in the same order
+        models=MODELS,
+        dataset_families=DATASET_FAMILIES,
     log:
         f"{R}/logs/plots.log",
     benchmark:
@@ -44,3 +91,27 @@ rule plots:
         "../envs/lcopt.yaml"
     script:
         "../scripts/plots.py"
+
+
+rule report_files:
+    """The report's browsable results table and the run's description (matrix, device, versions)."""
+    input:
+        long=f"{R}/tables/long.parquet",
+        provenance=f"{R}/tables/provenance.json",
+    output:
+        table=report(
+            f"{R}/report/table.html",
+            caption="../report/table.rst",
+            category="Overview",
+            subcategory="all models",
+            labels={"figure": "results table", "stacks": "all", "metric": "every metric, with CIs"},
+        ),
+        run=f"{R}/report/run.rst",
+    log:
+        f"{R}/logs/report_files.log",
+    benchmark:
+        f"{R}/benchmarks/report_files.tsv"
+    conda:
+        "../envs/lcopt.yaml"
+    script:
+        "../scripts/report_files.py"

@@ -2,6 +2,7 @@
 the paper's DAG, the demo-model training rule and the real SmolLM2 model."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -66,9 +67,16 @@ def test_run_writes_predictions_scores_tables_and_plots(finished_run):
     assert long.filter(pl.col("metric") == "score")["ci_low"].null_count() == 0
     assert pl.read_csv(r / "tables/long.csv").height == long.height
     assert "| demo | baseline | passkey-200 |" in (r / "tables/summary.md").read_text()
-    for png in ["quality_vs_memory", "quality_vs_latency", "precision_recall", "scores"]:
-        data = (r / f"plots/{png}.png").read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    from lcopt.report import figures
+
+    plan = figures(["demo"], {"passkey-200": "synthetic retrieval", "facts-200": "synthetic summarization"})
+    assert {"demo/retrieval/quality_vs_memory.png", "demo/summarization/precision_recall.png"} <= {f.path for f in plan}
+    for figure in plan:
+        data = (r / "plots" / figure.path).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, figure.path
+    assert pl.read_parquet(r / "tables/per_sample.parquet").height == 2 * 2 * 3  # stacks x datasets x samples
+    assert "data-dt-" in (r / "report/table.html").read_text() or "DataTable" in (r / "report/table.html").read_text()
+    assert "**Matrix.** 1 model × 2 stacks × 2 datasets" in (r / "report/run.rst").read_text()
     assert not list(r.rglob("*.partial")) and not list(r.rglob(".*.tmp"))
     provenance = json.loads((r / "tables/provenance.json").read_text())
     assert len(provenance["config_sha256"]) == 64 and provenance["seed"] == 0
@@ -112,6 +120,23 @@ def test_rerun_does_nothing(finished_run):
     assert "Nothing to be done" in out
 
 
+def test_changed_tables_redraw_the_report_and_nothing_else(finished_run):
+    """The figures read the tables only: a newer table reruns the plots (and the report's table), a newer
+    per-sample score file the per-sample table and the plots."""
+    r = finished_run / "results"
+    for changed, expected in [
+        (r / "tables/long.parquet", {"plots": 1, "report_files": 1, "all": 1}),
+        (r / "scores/demo/lingua2/passkey-200.samples.jsonl", {"sample_table": 1, "plots": 1, "all": 1}),
+    ]:
+        stat = changed.stat()
+        os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 60 * 10**9))
+        try:
+            counts = job_counts(snakemake(finished_run, TINY, "-n"))
+        finally:
+            os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert counts == expected, changed
+
+
 def test_adding_a_dataset_schedules_only_its_jobs(finished_run):
     config = TINY | {"datasets": TINY["datasets"] | {"kv-200": {"synthetic": "kv_retrieval", "words": 200}}}
     counts = job_counts(snakemake(finished_run, config, "-n"))
@@ -122,7 +147,9 @@ def test_adding_a_dataset_schedules_only_its_jobs(finished_run):
         "inference": 2,
         "score": 2,
         "aggregate": 1,
+        "sample_table": 1,
         "plots": 1,
+        "report_files": 1,
         "all": 1,
     }
 
@@ -137,7 +164,9 @@ def test_adding_a_model_schedules_only_its_jobs(finished_run):
         "inference": 4,
         "score": 4,
         "aggregate": 1,
+        "sample_table": 1,
         "plots": 1,
+        "report_files": 1,
         "all": 1,
     }
     assert "wildcards: model=demo," not in out

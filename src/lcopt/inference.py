@@ -255,6 +255,7 @@ class FastRunner:
     def __init__(self, model, kv_method: str, kv_options: dict, max_len: int):
         from lcopt.engine import FastEngine, static_cache_factory
 
+        self.model = model
         self.engine = FastEngine(model, static_cache_factory(kv_method, model, kv_options))
         self.engine.reserve(max_len)
 
@@ -306,6 +307,13 @@ def generate_one(runner, tokenizer, prompt: dict, max_new_tokens: int, probe: Me
         memory = probe.read()
     steps = [b - a for a, b in pairwise(stamps)]
     energy = probe.decode_energy_j()
+    cached = len(ids) + len(new_tokens) - 1  # every prompt token and every generated token but the last
+    kv_bytes = runner.kv_cache_bytes(cached)
+    roofline = {}
+    if memory.get("gpus"):
+        from lcopt.roofline import rooflines
+
+        roofline = rooflines(runner.model, memory["gpus"][0]["name"], len(ids), len(new_tokens), kv_bytes / cached)
     return {
         "prediction": tokenizer.decode(new_tokens, skip_special_tokens=True),
         "n_input_tokens": len(ids),
@@ -316,8 +324,8 @@ def generate_one(runner, tokenizer, prompt: dict, max_new_tokens: int, probe: Me
         "e2e_s": end - start,
         "decode_tokens_per_s": len(steps) / sum(steps) if steps else None,
         "decode_energy_j_per_token": energy / len(steps) if energy is not None and steps else None,
-        # every prompt token and every generated token but the last has its keys and values cached
-        "kv_cache_bytes": runner.kv_cache_bytes(len(ids) + len(new_tokens) - 1),
+        "kv_cache_bytes": kv_bytes,
+        **roofline,
         **memory,
     }
 

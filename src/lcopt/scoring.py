@@ -47,6 +47,8 @@ SYSTEM_METRICS = (
     "tpot_median_s",
     "decode_energy_j_per_token",
     "peak_mem_above_start_bytes",
+    "roofline_decode_s",
+    "roofline_prefill_s",
 )
 
 

@@ -28,11 +28,11 @@ run: $(STAMP)
 	$(BIN)/snakemake --report results/report.html --report-stylesheet report/stylesheet.css
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests scripts tools
+	$(BIN)/ruff check src tests scripts tools benchmarks
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -ra -m "not device"
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests scripts tools
+	$(BIN)/ruff check src tests scripts tools benchmarks
 	$(BIN)/snakemake --lint
 
 clean:

@@ -153,7 +153,8 @@ class WeightQuantization(ModelTechnique):
             "desc_act": {"type": "boolean", "default": False, "description": "act-order (GPTQ only)"},
             "calibration_dataset": {
                 "type": "string",
-                "description": "a dataset of this config whose unscored text calibrates GPTQ (default the first)",
+                "description": "a dataset of `datasets` (its unscored rows) or of `calibration_datasets` whose "
+                "text calibrates GPTQ (default: the first of `datasets` by name)",
             },
             "calibration_samples": {"type": "integer", "minimum": 1, "default": 128},
             "calibration_tokens": {"type": "integer", "minimum": 16, "default": 2048},

@@ -11,6 +11,7 @@ rule aggregate:
         TABLES,
     params:
         config=config,
+        code=code("scripts/aggregate.py"),
     log:
         f"{R}/logs/aggregate.log",
     benchmark:
@@ -27,6 +28,8 @@ rule plots:
         f"{R}/tables/long.parquet",
     output:
         PLOTS,
+    params:
+        code=code("scripts/plots.py"),
     log:
         f"{R}/logs/plots.log",
     benchmark:

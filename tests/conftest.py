@@ -42,6 +42,14 @@ def run_snakemake(workdir: Path, config: dict, *args: str, timeout: int = 900) -
     return proc.returncode, proc.stdout + proc.stderr
 
 
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    """The 'Job stats' table snakemake prints: rule -> number of jobs."""
+    import re
+
+    table = dry_run_output.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
 def shared_assets_dir() -> Path:
     """../shared/assets beside the checkout, or wherever LCOPT_SHARED_ASSETS points."""
     return Path(os.environ.get("LCOPT_SHARED_ASSETS", REPO.parent / "shared" / "assets"))

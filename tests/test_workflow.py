@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_snakemake
+from conftest import job_counts, run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,12 +30,6 @@ def snakemake(workdir: Path, config: dict, *args: str, timeout: int = 900) -> st
     returncode, out = run_snakemake(workdir, config, *args, timeout=timeout)
     assert returncode == 0, out[-4000:]
     return out
-
-
-def job_counts(dry_run_output: str) -> dict[str, int]:
-    """The 'Job stats' table snakemake prints: rule -> number of jobs."""
-    table = dry_run_output.split("Job stats:")[1].split("total")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
 @pytest.fixture(scope="module")

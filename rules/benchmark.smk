@@ -6,6 +6,7 @@ rule decode_benchmark:
         f"{R}/benchmarks/decode.json",
     params:
         benchmark=config["benchmark"],
+        code=code("scripts/decode_benchmark.py"),
     resources:
         gpu=1,
     log:

@@ -1,6 +1,9 @@
 import shutil
+from pathlib import Path
 
 import lcopt.config
+import lcopt.jobs
+from lcopt.provenance import code_sha256
 from lcopt.stacks import parse_stack
 from lcopt.techniques import get as technique
 
@@ -11,9 +14,12 @@ lcopt.config.validate(config, CONFIG_SOURCE)
 lcopt.config.check_sources(config, CONFIG_SOURCE)
 
 R = "results"
-MODELS = list(config["models"])
+MODELS = list(config["models"])  # in the config's order: the order of the tables
 DATASETS = list(config["datasets"])
 STACKS = list(config["stacks"])
+# From here on the config's keys are sorted at every level: a param made of any part of it is the same
+# whatever the order of the file's keys (snakemake compares params by repr and reruns on a change).
+lcopt.jobs.sort_config(config)
 ON_GPU = config["device"] == "cuda" or (
     config["device"] == "auto" and shutil.which("nvidia-smi") is not None
 )
@@ -38,6 +44,7 @@ wildcard_constraints:
     stack=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
     variant=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
     prompt_variant=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
+    prompt_source=r"[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9][A-Za-z0-9_.+-]*)?",
     technique=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     asset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
@@ -58,9 +65,33 @@ def model_source_input(wildcards):
     return [source] if source.startswith(f"{R}/") else []
 
 
+def prompt_source(key):
+    """What builds the prompts of `results/prompts/<key>/`: the model's source, or for `<model>@<variant>`
+    the released checkpoint that variant stands on (its own tokenizer, template, stop tokens, context)."""
+    model, variant = lcopt.jobs.split_prompt_source(key)
+    return lcopt.jobs.checkpoint(config, model, variant) if variant else model_source(model)
+
+
+def prompts_of(model, stack):
+    """The prompt file an inference job reads: its model variant's prompt source, its prompt variant."""
+    stack = parse_stack(stack)
+    return f"{lcopt.jobs.prompt_source(config, model, stack.model_variant)}/{stack.prompt_variant}"
+
+
 def options(name):
     """The config block of a technique (gptq4 and rtn4 share `gptq`); {} for none or one without options."""
     return lcopt.config.technique_options(config, name) if name not in ("none", "baseline", "full") else {}
+
+
+def code(script, *techniques):
+    """A hash of the code a job runs: its script, every lcopt module that imports (transitively), and the
+    modules of the techniques it applies. A param, so that fixing that code reruns the job."""
+    script = str(Path(workflow.main_snakefile).parent / script)
+    return code_sha256(script, *sorted({technique(t).__module__ for t in techniques}))
+
+
+def stack_techniques(stack):
+    return [t for t in stack.split("+") if t != "baseline"]
 
 
 def parent_variant(variant):
@@ -81,11 +112,6 @@ def asset_dirs(name):
 def longbench_options(dataset):
     """The longbench block only for a LongBench dataset, so editing it never reruns synthetic ones."""
     return config["longbench"] if "longbench" in config["datasets"][dataset] else {}
-
-
-def calibration_dataset(variant):
-    """The dataset whose unscored text calibrates a variant's last technique (default the first)."""
-    return options(variant.split("+")[-1]).get("calibration_dataset") or DATASETS[0]
 
 
 def gpus(model):

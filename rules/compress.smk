@@ -5,6 +5,7 @@ rule technique_asset:
     params:
         seed=config["seed"],
         modules=config["technique_modules"],
+        code=lambda w: code("scripts/technique_asset.py", w.technique),
     threads: 2
     log:
         f"{R}/logs/technique_asset/{{technique}}/{{asset}}.log",
@@ -33,6 +34,7 @@ rule compress_contexts:
         options=lambda w: options(w.prompt_variant.split("+")[-1]),
         assets=lambda w: asset_dirs(w.prompt_variant.split("+")[-1]),
         modules=config["technique_modules"],
+        code=lambda w: code("scripts/compress.py", w.prompt_variant.split("+")[-1]),
     threads: 2
     log:
         f"{R}/logs/compress_contexts/{{prompt_variant}}/{{dataset}}.log",

@@ -4,9 +4,9 @@ rule dataset:
         rows=f"{R}/data/{{dataset}}.jsonl",
         provenance=f"{R}/data/{{dataset}}.provenance.json",
     params:
-        spec=lambda w: config["datasets"][w.dataset]
-        | {"samples": config["datasets"][w.dataset].get("samples", config["samples"])},
+        spec=lambda w: lcopt.jobs.dataset_spec(config, w.dataset),
         longbench=lambda w: longbench_options(w.dataset),
+        code=code("scripts/dataset.py"),
     log:
         f"{R}/logs/dataset/{{dataset}}.log",
     benchmark:

@@ -2,7 +2,7 @@ rule inference:
     """Greedy generation for one (model variant, KV-cache method, prompt variant, dataset)."""
     input:
         variant=lambda w: f"{R}/models/{w.model}/{parse_stack(w.stack).model_variant}/variant.json",
-        prompts=lambda w: f"{R}/prompts/{w.model}/{parse_stack(w.stack).prompt_variant}/{w.dataset}.jsonl",
+        prompts=lambda w: f"{R}/prompts/{prompts_of(w.model, w.stack)}/{w.dataset}.jsonl",
     output:
         f"{R}/predictions/{{model}}/{{stack}}/{{dataset}}.jsonl",
     params:
@@ -12,6 +12,7 @@ rule inference:
         device=config["device"],
         engine=config["engine"],
         dtype=lambda w: config["models"][w.model].get("dtype", config["dtype"]),
+        code=lambda w: code("scripts/inference.py", *stack_techniques(w.stack)),
     threads: 1
     resources:
         gpu=lambda w: gpus(w.model),

@@ -5,6 +5,7 @@ rule train_demo_model:
     params:
         overrides=config["demo_model"].get("train", {}),
         seed=config["seed"],
+        code=code("scripts/train_demo_model.py"),
     resources:
         gpu=1 if ON_GPU else 0,
     log:
@@ -23,6 +24,7 @@ rule import_gguf:
         directory(f"{R}/models/{{model}}/source"),
     params:
         gguf=lambda w: config["models"][w.model]["gguf"],
+        code=code("scripts/import_gguf.py"),
     log:
         f"{R}/logs/import_gguf/{{model}}.log",
     benchmark:
@@ -42,6 +44,8 @@ rule model_variant:
     params:
         source=lambda w: model_source(w.model),
         init=lambda w: config["models"][w.model]["init"],
+        trust_remote_code=lambda w: lcopt.jobs.trusted(config, model_source(w.model)),
+        code=code("scripts/model_variant.py"),
     log:
         f"{R}/logs/model_variant/{{model}}/baseline.log",
     benchmark:
@@ -54,7 +58,8 @@ rule model_variant:
 
 rule model_technique:
     """The last model-side technique of a variant, applied to the variant before it (prune+gptq4 is
-    GPTQ of the pruned model)."""
+    GPTQ of the pruned model), calibrated on held-out text that no job scores, or the model's released
+    checkpoint for it. Params: only what this job uses (lcopt.jobs.model_technique)."""
     input:
         parent=lambda w: f"{R}/models/{w.model}/{parent_variant(w.variant)}/variant.json",
     output:
@@ -63,12 +68,9 @@ rule model_technique:
     wildcard_constraints:
         variant=r"(?!baseline$)[A-Za-z0-9_.+-]+",
     params:
-        technique=lambda w: w.variant.split("+")[-1],
-        options=lambda w: options(w.variant.split("+")[-1]),
-        # held-out text of this dataset (never its scored rows), made by lcopt.data.calibration_texts
-        calibration_spec=lambda w: config["datasets"][calibration_dataset(w.variant)],
-        longbench=lambda w: longbench_options(calibration_dataset(w.variant)),
+        job=lambda w: lcopt.jobs.model_technique(config, w.model, w.variant),
         modules=config["technique_modules"],
+        code=lambda w: code("scripts/model_technique.py", w.variant.split("+")[-1]),
     resources:
         gpu=lambda w: gpus(w.model),
     log:

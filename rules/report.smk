@@ -32,6 +32,7 @@ rule aggregate:
         config=config,
         seed=config["seed"],
         resamples=config["bootstrap_resamples"],
+        code=code("scripts/aggregate.py"),
     log:
         f"{R}/logs/aggregate.log",
     benchmark:
@@ -52,6 +53,7 @@ rule sample_table:
     params:
         cells=[(m, s, d, dataset_task(d)) for m, s, d in CELLS],
         datasets=DATASETS,
+        code=code("scripts/sample_table.py"),
     log:
         f"{R}/logs/sample_table.log",
     benchmark:
@@ -83,6 +85,7 @@ rule plots:
         # the plan (lcopt.report.figures) is remade from these in the script: outputs in the same order
         models=MODELS,
         dataset_families=DATASET_FAMILIES,
+        code=code("scripts/plots.py"),
     log:
         f"{R}/logs/plots.log",
     benchmark:
@@ -107,6 +110,8 @@ rule report_files:
             labels={"figure": "results table", "stacks": "all", "metric": "every metric, with CIs"},
         ),
         run=f"{R}/report/run.rst",
+    params:
+        code=code("scripts/report_files.py"),
     log:
         f"{R}/logs/report_files.log",
     benchmark:

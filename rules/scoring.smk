@@ -10,9 +10,9 @@ rule score:
         summary=f"{R}/scores/{{model}}/{{stack}}/{{dataset}}.summary.json",
     params:
         task=lambda w: dataset_task(w.dataset),
-        max_input_tokens=lambda w: config["models"][w.model]["max_input_tokens"],
         seed=config["seed"],
         resamples=config["bootstrap_resamples"],
+        code=code("scripts/score.py"),
     log:
         f"{R}/logs/score/{{model}}/{{stack}}/{{dataset}}.log",
     benchmark:

@@ -4,26 +4,32 @@ from lcopt.workflow import setup_logging
 
 setup_logging(snakemake.log[0])  # noqa: F821
 
-from lcopt.data import calibration_texts  # noqa: E402
+from lcopt.data import held_out_calibration  # noqa: E402
 from lcopt.gpus import claim  # noqa: E402
 from lcopt.models import write_technique_variant  # noqa: E402
 from lcopt.techniques import load_modules  # noqa: E402
 
 sm = snakemake  # noqa: F821
 load_modules(sm.params.modules)
-spec = dict(sm.params.calibration_spec)
+job = dict(sm.params.job)  # lcopt.jobs.model_technique
 out = Path(sm.output.variant)
-# held-out text for a technique that calibrates (its options say how much); none for one that does not
-n_texts = sm.params.options.get("calibration_samples", 0)
-texts = calibration_texts(spec, dict(sm.params.longbench), out.parent / ".cache", n_texts) if n_texts else []
+calibration = None
+if job["calibration"]:  # held-out text, checked against every scored row of its source before anything is made
+    c = job["calibration"]
+    n = job["options"]["calibration_samples"]
+    calibration = held_out_calibration(
+        c["spec"], n, out.parent / ".cache", c["scored"], c["longbench"], name=c["name"], key=c["key"]
+    )
 with claim(sm.resources.gpu):  # this job's own GPU(s), before CUDA starts
     write_technique_variant(
         sm.wildcards.model,
         sm.wildcards.variant,
-        sm.params.technique,
+        job["technique"],
         Path(sm.input.parent),
         Path(sm.output.weights),
         out,
-        dict(sm.params.options),
-        texts,
+        job["options"],
+        calibration,
+        checkpoint=job["checkpoint"],
+        trust_remote_code=job["trust_remote_code"],
     )

@@ -14,5 +14,6 @@ write_prompts(
     Path(sm.input.rows),
     sm.params.max_input_tokens,
     Path(sm.output[0]),
+    sm.params.trust_remote_code,
     original_rows_jsonl=Path(original[0]) if original else None,
 )

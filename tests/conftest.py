@@ -42,6 +42,14 @@ def run_snakemake(workdir: Path, config: dict, *args: str, timeout: int = 900) -
     return proc.returncode, proc.stdout + proc.stderr
 
 
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    """The 'Job stats' table snakemake prints: rule -> number of jobs."""
+    import re
+
+    table = dry_run_output.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
 def shared_assets_dir() -> Path:
     """../shared/assets beside the checkout, or wherever LCOPT_SHARED_ASSETS points."""
     return Path(os.environ.get("LCOPT_SHARED_ASSETS", REPO.parent / "shared" / "assets"))
@@ -68,3 +76,27 @@ def shared_tokenizer(shared_assets: Path, folder: str):
 @pytest.fixture
 def llama_tokenizer(shared_assets):
     return shared_tokenizer(shared_assets, "meta-llama--Llama-3.1-8B-Instruct")
+
+
+def tiny_checkpoint(shared_assets: Path, folder: str, out_dir: Path) -> Path:
+    """A loadable checkpoint with the tokenizer, generation config and context of
+    ../shared/assets/models/<folder> (a released model's own files) but a tiny random body: the
+    assets have no weights, and what is tested is how the model is prompted and when it stops."""
+    import json
+    import shutil
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    source = shared_assets / "models" / folder
+    if not (source / "tokenizer.json").is_file():
+        pytest.skip(f"tokenizer not found in {source}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = json.loads((source / "config.json").read_text())
+    small = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
+    config |= small | {"num_key_value_heads": 2, "head_dim": 16, "tie_word_embeddings": True}
+    (out_dir / "config.json").write_text(json.dumps(config))
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(out_dir)).save_pretrained(out_dir)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
+        if (source / name).is_file():  # the released files, not what save_pretrained derived
+            shutil.copy(source / name, out_dir / name)
+    return out_dir

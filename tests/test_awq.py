@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from lcopt.data import calibration_texts
+from lcopt.data import held_out_calibration
 from lcopt.models import DEMO_MODEL, load_variant, write_technique_variant, write_variant
 
 # Few, short calibration texts: the scale search is a forward pass per candidate scale and layer, slow
@@ -19,8 +19,10 @@ CALIBRATION = {"synthetic": "kv_retrieval", "words": 1024}
 def variants(tmp_path_factory):
     d = tmp_path_factory.mktemp("awq")
     write_variant("demo", "baseline", DEMO_MODEL, d / "baseline.json")
-    texts = calibration_texts(CALIBRATION, {}, d, OPTIONS["calibration_samples"])
-    write_technique_variant("demo", "awq4", "awq4", d / "baseline.json", d / "awq4", d / "awq4.json", OPTIONS, texts)
+    calibration = held_out_calibration(CALIBRATION, OPTIONS["calibration_samples"], d)
+    write_technique_variant(
+        "demo", "awq4", "awq4", d / "baseline.json", d / "awq4", d / "awq4.json", OPTIONS, calibration
+    )
     return d
 
 
@@ -48,7 +50,7 @@ def test_quantized_logits_stay_close_and_greedy_answers_hold(variants, tmp_path)
 
     base, tokenizer, _ = load_variant(variants / "baseline.json", "cpu", "float32")
     quantized, _, _ = load_variant(variants / "awq4.json", "cpu", "float32")
-    text = calibration_texts(CALIBRATION, {}, variants, 5)[4]  # a text AWQ did not calibrate on
+    text = held_out_calibration(CALIBRATION, 5, variants).texts[4]  # a text AWQ did not calibrate on
     ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=512)["input_ids"]
     with torch.no_grad():
         ref, got = base(input_ids=ids).logits, quantized(input_ids=ids).logits

@@ -33,7 +33,10 @@ def _model_dir(root: Path, drop: tuple[str, ...]) -> Path:
 @pytest.mark.parametrize(
     ("case", "message"),
     [
-        ("unknown key", "key 'modles': unknown key 'modles'; allowed keys: awq, benchmark, bootstrap_resamples, datasets"),
+        (
+            "unknown key",
+            "key 'modles': unknown key 'modles'; allowed keys: awq, benchmark, bootstrap_resamples, datasets",
+        ),
         ("bad value", "key 'datasets.pk.words': 3 is less than the minimum of 16; expected integer (minimum 16)"),
         ("missing LongBench file", "key 'datasets.mn': {tmp}/lb/multi_news.jsonl not found"),
         ("model without weights", "key 'models.demo.path': {tmp}/model: config.json but no weights"),

@@ -72,6 +72,17 @@ def test_defaults_are_filled():
         (bad(kivi={"group_size": 32, "residual_length": 48}), ["key 'kivi.residual_length'", "multiple of"]),
         (bad(kivi={"bits": 3}), ["key 'kivi.bits'", "unknown key", "group_size, residual_length"]),
         (bad(gptq={"calibration_dataset": "nope"}), ["key 'gptq.calibration_dataset'", "allowed: kv-1k"]),
+        (
+            bad(calibration_datasets={"kv-1k": {"synthetic": "kv_retrieval", "words": 64}}),
+            ["key 'calibration_datasets.kv-1k'", "never scored"],
+        ),
+        (bad(calibration_datasets={"c": {"synthetic": "passkey"}}), ["key 'calibration_datasets.c.words'"]),
+        (bad(calibration_datasets={"c": {"longbench": "Bad Name"}}), ["key 'calibration_datasets.c.longbench'"]),
+        (
+            bad(longbench={"source": "local"}, calibration_datasets={"c": {"longbench": "musique"}}),
+            ["key 'longbench.local_dir'"],
+        ),
+        (bad(trust_remote_code=["nvidia/x"]), ["key 'trust_remote_code.0'", "not a model path or checkpoint"]),
         (bad(prune={"checkpoints": {"llama": "nvidia/x"}}), ["key 'prune.checkpoints.llama'", "allowed: demo"]),
         (bad(gptq={"bits": 3}), ["key 'gptq.bits'", "unknown key", "desc_act, group_size"]),
         (bad(stacks=["gptq4+prune"]), ["key 'stacks.0'", "last model-side technique"]),
@@ -145,3 +156,67 @@ def test_default_configs_run_every_technique_offline():
     more = load([REPO / "config" / "config.yaml", REPO / "config" / "more-techniques.yaml"])
     assert set(more["techniques"]) == set(registry())
     assert more["stacks"] == ["baseline", *expand_levels(more["techniques"], [1, 2])] and len(more["stacks"]) == 43
+
+
+def test_a_dataset_outside_the_run_can_calibrate():
+    cfg = bad(calibration_datasets={"mf": {"longbench": "multifieldqa_en"}}, gptq={"calibration_dataset": "mf"})
+    assert validate(cfg)["gptq"]["calibration_dataset"] == "mf"
+
+
+def nemotron_nas_dir(path: Path) -> Path:
+    """A model directory whose config.json, like Llama-3_1-Nemotron-51B-Instruct's, names the repository's
+    own code (its model_type `nemotron-nas` is not a transformers architecture)."""
+    import json
+    import shutil
+
+    from lcopt.models import DEMO_CHECKPOINT
+
+    path.mkdir()
+    config = {
+        "architectures": ["DeciLMForCausalLM"],
+        "auto_map": {
+            "AutoConfig": "configuration_decilm.DeciLMConfig",
+            "AutoModelForCausalLM": "modeling_decilm.DeciLMForCausalLM",
+        },
+        "model_type": "nemotron-nas",
+    }
+    (path / "config.json").write_text(json.dumps(config))
+    for name in ("tokenizer.json", "tokenizer_config.json", "model.safetensors"):
+        shutil.copy(DEMO_CHECKPOINT / name, path / name)
+    return path
+
+
+def test_custom_model_code_stops_the_run_unless_trusted(tmp_path):
+    from lcopt.config import check_sources
+
+    nas = str(nemotron_nas_dir(tmp_path / "nemotron-51b"))
+    cfg = validate(bad(prune={"checkpoints": {"demo": nas}}))
+    with pytest.raises(ConfigError) as err:
+        check_sources(cfg, "my.yaml")
+    message = str(err.value)
+    for part in ["my.yaml: key 'prune.checkpoints.demo'", nas, "auto_map", "add", "to trust_remote_code"]:
+        assert part in message, (part, message)
+    check_sources(validate(bad(prune={"checkpoints": {"demo": nas}}, trust_remote_code=[nas])))
+    # a model of the config, not only a checkpoint
+    cfg = validate(bad(models={"nas": {"path": nas, "max_input_tokens": 4000}}))
+    with pytest.raises(ConfigError, match=r"key 'models\.nas\.path'.*add .* to trust_remote_code"):
+        check_sources(cfg)
+    # and the job that would load it says the same, should the config check have been skipped
+    from lcopt.models import ModelError, write_variant
+
+    with pytest.raises(ModelError, match="trust_remote_code"):
+        write_variant("nas", "baseline", nas, tmp_path / "variant.json")
+    write_variant("nas", "baseline", nas, tmp_path / "variant.json", trust_remote_code=True)
+    assert json_of(tmp_path / "variant.json")["trust_remote_code"] is True
+
+
+def json_of(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text())
+
+
+def test_the_paper_config_trusts_nemotron_51b_s_code_and_nothing_else():
+    cfg = load([REPO / "config" / "paper.yaml"])
+    assert cfg["trust_remote_code"] == [cfg["prune"]["checkpoints"]["llama-3.1-70b-instruct"]]
+    assert cfg["trust_remote_code"] == ["nvidia/Llama-3_1-Nemotron-51B-Instruct"]

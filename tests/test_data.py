@@ -342,3 +342,58 @@ def test_local_load_writes_nothing_into_local_dir(tmp_path):
     _write_jsonl(local / "hotpotqa.jsonl", [{"_id": "r0", "input": "q", "context": "c", "answers": ["a"]}])
     load_longbench("hotpotqa", "local", local, cache_dir=tmp_path / "cache", local_variant=True)
     assert sorted(p.name for p in local.iterdir()) == ["hotpotqa.jsonl"]
+
+
+# --- calibration: held-out text, never a scored row --------------------------------------------
+
+
+def test_longbench_calibration_is_the_unscored_tail_and_records_its_ids(longbench_dir, tmp_path):
+    from lcopt.data import held_out_calibration
+
+    longbench = {"source": "local", "local_dir": str(longbench_dir)}
+    scored = {"mn": {"longbench": "multi_news", "samples": 50}, "mn-100": {"longbench": "multi_news", "samples": 100}}
+    calibration = held_out_calibration(
+        {"longbench": "multi_news"}, 64, tmp_path, scored, longbench, name="mn", key="gptq.calibration_dataset"
+    )
+    file_ids = [r["_id"] for r in _raw_rows(longbench_dir / "multi_news.jsonl")]
+    assert calibration.record["ids"] == file_ids[-64:]  # the last rows: none of the first 100 that are scored
+    assert not set(calibration.record["ids"]) & set(file_ids[:100])
+    assert calibration.texts[0] == _raw_rows(longbench_dir / "multi_news.jsonl")[-64]["context"]
+    assert calibration.record["disjoint_from"] == ["mn", "mn-100"]
+    assert calibration.record["sha256"] == OFFICIAL_SHA256["multi_news"]
+
+
+def test_calibration_fails_when_every_row_is_scored(longbench_dir, tmp_path):
+    """paper.yaml's old setting: qasper has 200 rows, 200 were scored and 128 calibrated GPTQ."""
+    from lcopt.data import held_out_calibration
+
+    longbench = {"source": "local", "local_dir": str(longbench_dir)}
+    with pytest.raises(DataError) as err:
+        held_out_calibration(
+            {"longbench": "multi_news"},
+            128,
+            tmp_path,
+            {"multi_news": {"longbench": "multi_news", "samples": 200}},
+            longbench,
+            name="multi_news",
+            key="gptq.calibration_dataset",
+        )
+    message = str(err.value)
+    for part in ["gptq.calibration_dataset 'multi_news'", "200 rows and 0 of them", "calibration_samples"]:
+        assert part in message, (part, message)
+    assert "calibration_datasets" in message and "samples" in message
+
+
+def test_synthetic_calibration_is_another_seed_and_a_scored_seed_is_refused(tmp_path):
+    from lcopt.data import CALIBRATION_SEED_OFFSET, held_out_calibration
+
+    spec = {"synthetic": "kv_retrieval", "words": 200}
+    scored = {"kv": spec | {"samples": 8}}
+    calibration = held_out_calibration(spec, 4, tmp_path, scored, name="kv")
+    assert calibration.record["ids"] == [f"kv_retrieval-200-{CALIBRATION_SEED_OFFSET}-{i}" for i in range(4)]
+    scored_ids = {r["_id"] for r in build_dataset(scored["kv"], {}, tmp_path)[0]}
+    assert not scored_ids & set(calibration.record["ids"])
+    # a dataset of the run that scores the calibration stream's very seed
+    clash = scored | {"kv-other": spec | {"seed": CALIBRATION_SEED_OFFSET, "samples": 2}}
+    with pytest.raises(DataError, match=r"2 calibration rows .* are scored rows of kv-other"):
+        held_out_calibration(spec, 4, tmp_path, clash, name="kv", key="prune.calibration_dataset")

@@ -119,6 +119,6 @@ def test_tinygemm_int4_on_the_gpu_equals_dequantized_weights():
     group = torch.arange(4096, device="cuda") // 128
     weight = (scales[group].t() * (codes.float() - zeros[group].t())).bfloat16()
     x = torch.randn(3, 4096, device="cuda").bfloat16()
-    expected = (x.float() @ weight.float().t())
+    expected = x.float() @ weight.float().t()
     err = (layer(x).float() - expected).norm() / expected.norm()
     assert err < 1e-2, err

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lcopt import inference, models, synthetic
-from lcopt.data import calibration_texts
+from lcopt.data import held_out_calibration
 from lcopt.io import read_jsonl, write_jsonl_atomic
 from lcopt.models import DEMO_MODEL, load_variant, write_technique_variant, write_variant
 from lcopt.prompts import write_prompts
@@ -22,9 +22,9 @@ def variants(tmp_path_factory):
     """The demo model's baseline, gptq4 and rtn4 variants (quantized once for the module)."""
     d = tmp_path_factory.mktemp("gptq")
     write_variant("demo", "baseline", DEMO_MODEL, d / "baseline.json")
-    texts = calibration_texts(CALIBRATION, {}, d, OPTIONS["calibration_samples"])
+    calibration = held_out_calibration(CALIBRATION, OPTIONS["calibration_samples"], d)
     for t in ("gptq4", "rtn4"):
-        write_technique_variant("demo", t, t, d / "baseline.json", d / t, d / f"{t}.json", OPTIONS, texts)
+        write_technique_variant("demo", t, t, d / "baseline.json", d / t, d / f"{t}.json", OPTIONS, calibration)
     return d
 
 
@@ -57,7 +57,8 @@ def test_gptq_reconstructs_each_layer_better_than_rounding_on_held_out_text(vari
     would flatter it; the error is measured on activations of texts it was not fitted on."""
     base, tokenizer, _ = load_variant(variants / "baseline.json", "cpu", "float32")
     texts = held_out_texts()
-    assert not set(texts) & set(calibration_texts(CALIBRATION, {}, variants, OPTIONS["calibration_samples"]))
+    calibration = held_out_calibration(CALIBRATION, OPTIONS["calibration_samples"], variants).texts
+    assert not set(texts) & set(calibration)
     inputs = layer_inputs(base, texts, tokenizer)
     quantized = {t: load_variant(variants / f"{t}.json", "cpu", "float32")[0] for t in ("gptq4", "rtn4")}
     errors = {}
@@ -90,7 +91,10 @@ def test_variant_is_a_4bit_gptq_checkpoint_without_the_lm_head(variants):
         kinds = {n: type(m).__name__ for n, m in model.named_modules() if n.endswith(("proj", "lm_head"))}
         assert kinds.pop("lm_head") == "Linear"
         assert all(k != "Linear" for k in kinds.values()), kinds  # every other linear layer is quantized
-    assert json.loads((variants / "gptq4.json").read_text())["gptq4"]["calibration_samples"] == 16
+    record = json.loads((variants / "gptq4.json").read_text())["gptq4"]
+    assert record["calibration_samples"] == 16
+    # the held-out rows it calibrated on, by id: the generator's stream at seed 10,000, not a scored seed
+    assert record["calibration"]["ids"] == [f"kv_retrieval-1024-10000-{i}" for i in range(16)]
 
 
 @pytest.mark.parametrize("technique", ["gptq4", "rtn4"])
@@ -109,33 +113,21 @@ def test_a_quantized_checkpoint_is_used_instead_of_quantizing(variants, tmp_path
         raise AssertionError("quantized although a checkpoint was given")
 
     monkeypatch.setattr(get("gptq4"), "make_variant", refuse)
-    options = OPTIONS | {"checkpoints": {"demo": str(variants / "gptq4")}}
+    checkpoint = str(variants / "gptq4")
     write_technique_variant(
-        "demo", "gptq4", "gptq4", variants / "baseline.json", tmp_path / "w", tmp_path / "v.json", options, []
+        "demo", "gptq4", "gptq4", variants / "baseline.json", tmp_path / "w", tmp_path / "v.json", {}, None, checkpoint
     )
     variant = json.loads((tmp_path / "v.json").read_text())
     assert variant["weights"] == str((variants / "gptq4").resolve())
-    assert variant["gptq4"]["same_tokenizer_as_source"] is True
-    assert json.loads((tmp_path / "w" / "checkpoint.json").read_text())["checkpoint"] == str(variants / "gptq4")
+    assert variant["gptq4"]["differs_from_base"] == []  # the demo model's own tokenizer, template and EOS
+    assert json.loads((tmp_path / "w" / "checkpoint.json").read_text())["checkpoint"] == checkpoint
     model, _, _ = load_variant(tmp_path / "v.json", "cpu")
     assert type(model.model.layers[0].mlp.down_proj).__name__ != "Linear"  # loaded as a quantized layer
-    # a checkpoint stands for the technique on the base model only: after another technique it is not used
-    monkeypatch.setattr(get("gptq4"), "make_variant", lambda *a: {"quantized": True})
-    write_technique_variant(
-        "demo", "x+gptq4", "gptq4", tmp_path / "v.json", tmp_path / "w2", tmp_path / "v2.json", options, []
-    )
-    assert json.loads((tmp_path / "v2.json").read_text())["gptq4"] == {"quantized": True}
-
-
-def test_same_tokenizer_tells_different_vocabularies_apart(tmp_path):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(models.resolve_source(DEMO_MODEL))
-    tok.add_tokens(["zzzunseen"])
-    tok.save_pretrained(tmp_path)
-    demo = models.resolve_source(DEMO_MODEL)
-    assert models.same_tokenizer(demo, demo)
-    assert not models.same_tokenizer(demo, str(tmp_path))
+    # a checkpoint stands for the technique on the base model only: never made from another variant
+    with pytest.raises(models.ModelError, match="technique of the base model"):
+        write_technique_variant(
+            "demo", "x+gptq4", "gptq4", tmp_path / "v.json", tmp_path / "w2", tmp_path / "v2.json", {}, None, checkpoint
+        )
 
 
 def test_a_group_size_that_does_not_divide_a_layer_is_refused_before_quantizing(variants, tmp_path):
@@ -148,7 +140,7 @@ def test_a_group_size_that_does_not_divide_a_layer_is_refused_before_quantizing(
     write_variant("demo", "prune", str(tmp_path / "pruned"), tmp_path / "prune.json")
     with pytest.raises(ValueError, match=r"group_size 128 does not divide the input size of .*q_proj \(192\)"):
         write_technique_variant(
-            "demo", "prune+gptq4", "gptq4", tmp_path / "prune.json", tmp_path / "w", tmp_path / "v.json", OPTIONS, []
+            "demo", "prune+gptq4", "gptq4", tmp_path / "prune.json", tmp_path / "w", tmp_path / "v.json", OPTIONS
         )
     assert not (tmp_path / "w").exists() and not (tmp_path / "v.json").exists()
 
@@ -165,7 +157,7 @@ def test_pruning_to_a_multiple_of_the_group_size_gives_a_runnable_4bit_model(var
     write_variant("demo", "prune", str(tmp_path / "pruned"), tmp_path / "prune.json")
     options = OPTIONS | {"group_size": 64}
     write_technique_variant(
-        "demo", "prune+rtn4", "rtn4", tmp_path / "prune.json", tmp_path / "w", tmp_path / "v.json", options, []
+        "demo", "prune+rtn4", "rtn4", tmp_path / "prune.json", tmp_path / "w", tmp_path / "v.json", options
     )
     quantized, _, _ = load_variant(tmp_path / "v.json", "cpu")
     with torch.no_grad():

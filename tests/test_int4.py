@@ -16,7 +16,7 @@ def gptq_model(tmp_path_factory):
     """The demo model as a real GPTQ checkpoint (round-to-nearest through GPTQModel), loaded on the CPU."""
     d = tmp_path_factory.mktemp("int4")
     write_variant("demo", "baseline", DEMO_MODEL, d / "baseline.json")
-    write_technique_variant("demo", "rtn4", "rtn4", d / "baseline.json", d / "rtn4", d / "rtn4.json", OPTIONS, [])
+    write_technique_variant("demo", "rtn4", "rtn4", d / "baseline.json", d / "rtn4", d / "rtn4.json", OPTIONS)
     model, _, _ = load_variant(d / "rtn4.json", "cpu", "float32")
     return model
 

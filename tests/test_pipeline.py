@@ -46,7 +46,8 @@ def test_resume_keeps_finished_samples_and_matches_an_uninterrupted_run(demo_job
     # a job killed after two samples left this behind:
     done = [dict(full[0], ttft_s=-1.0), dict(full[1], ttft_s=-2.0)]
     (tmp_path / "preds.jsonl.partial").write_text("".join(json.dumps(r) + "\n" for r in done))
-    key = inference.job_key(demo_job / "variant.json", demo_job / "prompts.jsonl", "none", "cpu", "auto", None, None)
+    settings = ("none", "cpu", "auto", None, {}, "auto")  # kv_method, device, dtype, max_new_tokens, kv_options, engine
+    key = inference.job_key(demo_job / "variant.json", demo_job / "prompts.jsonl", *settings)
     (tmp_path / "preds.jsonl.partial.key").write_text(key)
     inference.run(demo_job / "variant.json", demo_job / "prompts.jsonl", out, device="cpu")
     resumed = read_jsonl(out)

@@ -111,6 +111,14 @@ def fake_per_sample() -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+def fake_samples() -> dict:
+    """fake_per_sample's rows as lcopt.aggregate.load_samples groups them: (model, dataset) -> stack -> id."""
+    out: dict = {}
+    for r in fake_per_sample().iter_rows(named=True):
+        out.setdefault((r["model"], r["dataset"]), {}).setdefault(r["stack"], {})[r["_id"]] = r
+    return out
+
+
 def test_error_bars_clip_a_rounding_miss():
     assert plots._err_bars(1.0, 1.0000000000000002, 1.0) == (0.0, 0.0)
     assert plots._err_bars(0.5, 0.25, 0.75) == (25.0, 25.0)
@@ -155,7 +163,7 @@ def test_every_planned_figure_is_drawn(tmp_path):
     long = fake_long()
     plan = figures(["m"], {d: fam for d, (_, fam, _, _) in DATASETS.items()})
     for figure in plan:
-        plots.draw(figure, long, compounding(long), fake_per_sample(), tmp_path / figure.path)
+        plots.draw(figure, long, compounding(fake_samples(), resamples=50), fake_per_sample(), tmp_path / figure.path)
     for figure in plan:
         data = (tmp_path / figure.path).read_bytes()
         assert data[:8] == PNG and len(data) > 10_000, figure.path

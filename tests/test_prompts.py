@@ -2,6 +2,7 @@
 the chat template, on real LongBench rows and real tokenizers from ../shared/assets, plus the demo
 model's word-level tokenizer on synthetic rows."""
 
+import copy
 import json
 from functools import cache
 from pathlib import Path
@@ -322,7 +323,12 @@ def test_compressed_prompts_record_the_ratio_in_the_model_s_own_tokens(tmp_path)
     write_jsonl_atomic(tmp_path / "rows.jsonl", rows)
     write_jsonl_atomic(tmp_path / "compressed.jsonl", compressed)
     write_prompts(
-        DEMO_MODEL, "kv_retrieval", tmp_path / "compressed.jsonl", 4000, tmp_path / "p.jsonl", tmp_path / "rows.jsonl"
+        DEMO_MODEL,
+        "kv_retrieval",
+        tmp_path / "compressed.jsonl",
+        4000,
+        tmp_path / "p.jsonl",
+        original_rows_jsonl=tmp_path / "rows.jsonl",
     )
     for row, prompt in zip(rows, read_jsonl(tmp_path / "p.jsonl"), strict=True):
         n_words = len(row["context"].split())
@@ -344,5 +350,54 @@ def test_compressed_prompts_record_the_ratio_in_the_model_s_own_tokens(tmp_path)
             tmp_path / "compressed.jsonl",
             4000,
             tmp_path / "x.jsonl",
-            tmp_path / "other.jsonl",
+            original_rows_jsonl=tmp_path / "other.jsonl",
         )
+
+
+# --- per-variant prompts: a released checkpoint's own tokenizer, template and context -----------------
+
+
+def test_a_checkpoint_s_shorter_context_cuts_its_prompts(shared_assets, long_rows, tmp_path):
+    """Mistral-NeMo-Minitron-8B-Base has 8,192 positions where Mistral-NeMo-Instruct has 1,024,000: with the
+    same config budget (127,500) its prompts are cut to 8,192 less the answer (512 for multi_news), and
+    each row says so."""
+    from lcopt.io import read_jsonl, write_jsonl_atomic
+    from lcopt.prompts import write_prompts
+
+    write_jsonl_atomic(tmp_path / "rows.jsonl", long_rows)
+    for folder in ("nvidia--Mistral-NeMo-Minitron-8B-Base", "mistralai--Mistral-Nemo-Instruct-2407"):
+        source = shared_assets / "models" / folder
+        if not (source / "tokenizer.json").is_file():
+            pytest.skip(f"tokenizer not found in {source}")
+        write_prompts(str(source), "multi_news", tmp_path / "rows.jsonl", 127_500, tmp_path / f"{folder}.jsonl")
+    minitron = read_jsonl(tmp_path / "nvidia--Mistral-NeMo-Minitron-8B-Base.jsonl")
+    instruct = read_jsonl(tmp_path / "mistralai--Mistral-Nemo-Instruct-2407.jsonl")
+    assert {p["max_input_tokens"] for p in minitron} == {8192 - 512}
+    assert {p["max_position_embeddings"] for p in minitron} == {8192}
+    assert all(p["truncated"] and p["n_tokens"] <= 8192 - 512 for p in minitron)  # every row is over 8K tokens
+    assert all(p["n_tokens"] > 8192 for p in instruct)
+    assert {(p["max_input_tokens"], p["truncated"]) for p in instruct} == {(127_500, False)}
+    # the Base model has no chat template: the plain task template; the instruct model's has [INST]
+    assert not any(p["chat_template"] or "[INST]" in p["prompt"] for p in minitron)
+    assert all(p["chat_template"] and "[INST]" in p["prompt"] for p in instruct)
+    assert {p["tokenizer_sha256"] for p in minitron}.isdisjoint({p["tokenizer_sha256"] for p in instruct})
+
+
+def test_input_budget_is_the_smaller_of_config_and_context():
+    from lcopt.prompts import input_budget
+
+    assert input_budget(127_500, 131_072, 512) == 127_500
+    assert input_budget(127_500, 8192, 512) == 7680
+    assert input_budget(4000, None, 32) == 4000  # a config without max_position_embeddings
+
+
+def test_tokenizer_fingerprint_tells_template_and_vocabulary_apart(llama_tokenizer, minitron_tokenizer):
+    """Llama-3.1-8B-Instruct and Minitron-4B-Width-Base share tokenizer.json but not the chat template."""
+    from lcopt.prompts import tokenizer_sha256
+
+    assert llama_tokenizer.get_vocab() == minitron_tokenizer.get_vocab()
+    assert tokenizer_sha256(llama_tokenizer) != tokenizer_sha256(minitron_tokenizer)
+    same = copy.deepcopy(minitron_tokenizer)
+    assert tokenizer_sha256(same) == tokenizer_sha256(minitron_tokenizer)
+    same.add_tokens(["zzzunseen"])
+    assert tokenizer_sha256(same) != tokenizer_sha256(minitron_tokenizer)

@@ -91,25 +91,53 @@ def test_activation_importance_beats_random_pruning(demo, target):
     assert baseline < informed < sum(randoms) / len(randoms), (baseline, informed, randoms)
 
 
-def test_a_released_checkpoint_replaces_native_pruning(tmp_path, monkeypatch):
-    """The paper's path: `prune.checkpoints` points the prune variant at e.g. a Minitron checkpoint."""
+LLAMA_INSTRUCT = "meta-llama--Llama-3.1-8B-Instruct"
+MINITRON_4B = "nvidia--Llama-3.1-Minitron-4B-Width-Base"
+
+
+def test_a_released_checkpoint_replaces_native_pruning_and_is_prompted_as_itself(shared_assets, tmp_path, monkeypatch):
+    """The paper's path with the real files: Llama-3.1-8B-Instruct's `prune` variant is
+    Llama-3.1-Minitron-4B-Width-Base (tokenizer, generation config, context from ../shared/assets; a tiny
+    random body, as the assets have no weights). It has no chat template and stops at <|end_of_text|>,
+    not <|eot_id|>: prompted with its base's prompts it is refused; with its own it runs, stopping at its
+    own EOS."""
     import json
 
-    from lcopt import models
+    from conftest import tiny_checkpoint
+
+    from lcopt import inference, models
+    from lcopt.io import read_jsonl, write_jsonl_atomic
+    from lcopt.prompts import write_prompts
     from lcopt.techniques import get
 
     def refuse(*args):
         raise AssertionError("pruned natively although a checkpoint was given")
 
     monkeypatch.setattr(get("prune"), "make_variant", refuse)
-    released = models.resolve_source(models.DEMO_MODEL)  # stands in for nvidia/Llama-3.1-Minitron-4B-Width-Base
-    models.write_variant("demo", "baseline", models.DEMO_MODEL, tmp_path / "baseline.json")
-    options = {"calibration_samples": 1, "checkpoints": {"demo": released, "other": "nvidia/x"}}
-    models.write_technique_variant(
-        "demo", "prune", "prune", tmp_path / "baseline.json", tmp_path / "w", tmp_path / "prune.json", options, []
-    )
+    base = str(tiny_checkpoint(shared_assets, LLAMA_INSTRUCT, tmp_path / "instruct"))
+    released = str(tiny_checkpoint(shared_assets, MINITRON_4B, tmp_path / "minitron"))
+    baseline, prune_json = tmp_path / "baseline.json", tmp_path / "prune.json"
+    models.write_variant("llama", "baseline", base, baseline)
+    weights = tmp_path / "weights"
+    models.write_technique_variant("llama", "prune", "prune", baseline, weights, prune_json, {}, checkpoint=released)
     variant = json.loads((tmp_path / "prune.json").read_text())
     assert (variant["weights"], variant["techniques"]) == (released, ["prune"])
-    assert variant["prune"]["same_tokenizer_as_source"] is True
-    model, _, _ = models.load_variant(tmp_path / "prune.json", "cpu")
-    assert model.config.hidden_size == 256
+    record = variant["prune"]
+    # the same vocabulary, but another chat template (none) and other stop tokens: another tokenizer to prompt with
+    assert record["differs_from_base"] == ["chat_template", "eos_token_ids", "tokenizer_sha256"]
+    assert record["checkpoint_facts"]["vocabulary_size"] == record["base_facts"]["vocabulary_size"] == 128256
+    assert (record["checkpoint_facts"]["chat_template"], record["base_facts"]["chat_template"]) == (False, True)
+    assert record["checkpoint_facts"]["eos_token_ids"] == [128001]  # <|end_of_text|>
+    assert record["base_facts"]["eos_token_ids"] == [128001, 128008, 128009]  # <|eot_id|> among them
+
+    write_jsonl_atomic(tmp_path / "rows.jsonl", synthetic.generate("passkey", 200, 2, seed=7))
+    write_prompts(base, "passkey", tmp_path / "rows.jsonl", 4000, tmp_path / "base-prompts.jsonl")
+    with pytest.raises(inference.InferenceError, match="needs its own prompts"):
+        inference.run(tmp_path / "prune.json", tmp_path / "base-prompts.jsonl", tmp_path / "p.jsonl", device="cpu")
+    write_prompts(released, "passkey", tmp_path / "rows.jsonl", 4000, tmp_path / "own-prompts.jsonl")
+    own = read_jsonl(tmp_path / "own-prompts.jsonl")
+    assert not any(p["chat_template"] or "<|start_header_id|>" in p["prompt"] for p in own)
+    inference.run(tmp_path / "prune.json", tmp_path / "own-prompts.jsonl", tmp_path / "p.jsonl", device="cpu")
+    predictions = read_jsonl(tmp_path / "p.jsonl")
+    assert [p["eos_token_ids"] for p in predictions] == [[128001], [128001]]
+    assert all(p["status"] == "ok" and p["chat_template"] is False for p in predictions)

@@ -115,7 +115,16 @@ def validate(config: dict, source: str = "config") -> dict:
         if "longbench" in ds and "words" in ds:
             raise ConfigError(f"{source}: key 'datasets.{name}.words': only synthetic datasets take a length")
         get_task(ds.get("longbench") or ds["synthetic"])
-    if any("longbench" in ds for ds in config["datasets"].values()):
+    for name, ds in config["calibration_datasets"].items():
+        where = f"{source}: key 'calibration_datasets.{name}"
+        if name in config["datasets"]:
+            raise ConfigError(f"{where}': also a dataset of `datasets`; a calibration dataset is never scored")
+        if ("longbench" in ds) == ("synthetic" in ds):
+            raise ConfigError(f"{where}': give exactly one of 'longbench' or 'synthetic'")
+        if ("synthetic" in ds) != ("words" in ds):
+            raise ConfigError(f"{where}.words': required for a synthetic dataset, and only for one")
+    every_dataset = [*config["datasets"].values(), *config["calibration_datasets"].values()]
+    if any("longbench" in ds for ds in every_dataset):
         lb = config["longbench"]
         if lb["source"] == "local" and not lb.get("local_dir"):
             raise ConfigError(f"{source}: key 'longbench.local_dir': required when longbench.source is local")
@@ -125,6 +134,7 @@ def validate(config: dict, source: str = "config") -> dict:
             "must be the official one)"
         )
     _check_technique_options(config, source)
+    _check_trust_remote_code(config, source)
     if config.get("techniques"):
         expanded = expand_levels(config["techniques"], config["levels"])
         config["stacks"] = list(dict.fromkeys([*config["stacks"], *expanded]))
@@ -147,10 +157,11 @@ def _check_technique_options(config: dict, source: str) -> None:
         if block not in checked:
             checked.add(block)
             calib = options.get("calibration_dataset")
-            if calib is not None and calib not in config["datasets"]:
+            allowed = [*config["datasets"], *config["calibration_datasets"]]
+            if calib is not None and calib not in allowed:
                 raise ConfigError(
-                    f"{source}: key '{block}.calibration_dataset': {calib!r} is not a dataset of this config; "
-                    f"allowed: {', '.join(config['datasets'])}"
+                    f"{source}: key '{block}.calibration_dataset': {calib!r} is not a dataset of this config "
+                    f"(datasets or calibration_datasets); allowed: {', '.join(allowed)}"
                 )
             for name in options.get("checkpoints", {}):
                 if name not in config["models"]:
@@ -164,6 +175,27 @@ def _check_technique_options(config: dict, source: str) -> None:
             raise ConfigError(f"{source}: key '{block}.{exc.key}': {exc}") from None
 
 
+def model_sources(config: dict) -> dict[str, str]:
+    """Config key -> every model path and released checkpoint the config names (as written)."""
+    found = {f"models.{name}.path": m["path"] for name, m in config["models"].items() if "path" in m}
+    for technique in techniques.registry().values():
+        for model, checkpoint in config.get(technique.options_key, {}).get("checkpoints", {}).items():
+            found[f"{technique.options_key}.checkpoints.{model}"] = checkpoint
+    return found
+
+
+def _check_trust_remote_code(config: dict, source: str) -> None:
+    """Each `trust_remote_code` entry is a model path or checkpoint of this config (a typo must not
+    silently trust nothing, nor something else)."""
+    named = set(model_sources(config).values())
+    for i, entry in enumerate(config["trust_remote_code"]):
+        if entry not in named:
+            raise ConfigError(
+                f"{source}: key 'trust_remote_code.{i}': {entry!r} is not a model path or checkpoint of this "
+                f"config; allowed: {', '.join(sorted(named))}"
+            )
+
+
 def technique_options(config: dict, technique: str) -> dict:
     """The (validated) option block of a technique; {} for one without options."""
     return dict(config.get(techniques.get(technique).options_key, {}))
@@ -175,20 +207,38 @@ def check_sources(config: dict, source: str = "config") -> None:
     from lcopt.models import ModelError, resolve_source
 
     lb = config["longbench"]
-    for name, ds in config["datasets"].items():
-        if "longbench" in ds and lb["source"] == "local":
-            path = Path(lb["local_dir"]) / f"{ds['longbench']}.jsonl"
-            if not path.is_file():
-                raise ConfigError(
-                    f"{source}: key 'datasets.{name}': {path} not found "
-                    "(longbench.local_dir must hold the task's <task>.jsonl)"
-                )
+    for block in ("datasets", "calibration_datasets"):
+        for name, ds in config[block].items():
+            if "longbench" in ds and lb["source"] == "local":
+                path = Path(lb["local_dir"]) / f"{ds['longbench']}.jsonl"
+                if not path.is_file():
+                    raise ConfigError(
+                        f"{source}: key '{block}.{name}': {path} not found "
+                        "(longbench.local_dir must hold the task's <task>.jsonl)"
+                    )
     for name, model in config["models"].items():
         if "path" in model:
             try:
                 resolve_source(model["path"], weights=model["init"] != "random")
             except ModelError as exc:
                 raise ConfigError(f"{source}: key 'models.{name}.path': {exc}") from None
+    check_remote_code(config, source)
+
+
+def check_remote_code(config: dict, source: str = "config") -> None:
+    """No model or checkpoint runs its repository's own code (config.json `auto_map`, or an architecture
+    transformers does not have) unless `trust_remote_code` lists it: stop before any job, naming the
+    key. A hub id's config.json is read through the hub's cache (downloaded once when online); offline
+    and not cached, the job that loads it checks again."""
+    from lcopt.models import custom_code
+
+    for key, path in model_sources(config).items():
+        reason = None if path in config["trust_remote_code"] else custom_code(path)
+        if reason:
+            raise ConfigError(
+                f"{source}: key '{key}': {path} {reason}. Running it means running that code: add {path!r} "
+                "to trust_remote_code to allow it"
+            )
 
 
 def load(paths: Sequence[str | Path]) -> dict:

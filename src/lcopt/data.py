@@ -13,6 +13,7 @@ import hashlib
 import logging
 import zipfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from lcopt import synthetic
@@ -139,13 +140,66 @@ def load_longbench(
     return rows, provenance | ({"local_variant": True} if local_variant else {})
 
 
-def calibration_texts(spec: dict, longbench: dict, cache_dir: Path, n: int) -> list[str]:
-    """Contexts that are not scored: synthetic rows of another seed, or the last `n` LongBench rows."""
+# Synthetic calibration rows come from the generator's stream at the dataset's seed plus this: rows no
+# scored dataset holds unless one sets that very seed, which `held_out_calibration` would refuse.
+CALIBRATION_SEED_OFFSET = 10_000
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Held-out text a model-side technique calibrates on, and the record of it kept in `variant.json`
+    (its dataset, source, ids and the scored datasets its ids were checked against)."""
+
+    texts: list[str]
+    record: dict
+
+
+def held_out_calibration(
+    spec: dict,
+    n: int,
+    cache_dir: Path,
+    scored: dict[str, dict] | None = None,
+    longbench: dict | None = None,
+    name: str = "calibration",
+    key: str = "calibration_dataset",
+) -> Calibration:
+    """`n` rows of `spec`'s source (dataset `name`, chosen by config key `key`) that no dataset of
+    `scored` (name -> its spec with `samples`: the run's datasets drawn from the same source) scores.
+
+    Synthetic: the generator's rows at the dataset's seed + CALIBRATION_SEED_OFFSET. LongBench: the last
+    `n` rows of the task file that no dataset scores (the tail beyond `samples`); fewer is an error.
+    Either way the ids are checked against the ids the scored datasets are built with (`build_dataset`,
+    as their rows are made) before anything calibrates on them."""
+    scored, longbench = scored or {}, longbench or {}
+    scored_by = {}
+    for dataset, dataset_spec in scored.items():
+        for row in build_dataset(dataset_spec, longbench, cache_dir)[0]:
+            scored_by.setdefault(row["_id"], dataset)
     if "synthetic" in spec:
-        rows = synthetic.generate(spec["synthetic"], spec["words"], n, spec.get("seed", 0) + 10_000)
-        return [r["context"] for r in rows]
-    rows, _ = _load_configured(spec["longbench"], longbench, cache_dir)
-    return [r["context"] for r in rows[-n:]]
+        seed = spec.get("seed", 0) + CALIBRATION_SEED_OFFSET
+        rows = list(synthetic.generate(spec["synthetic"], spec["words"], n, seed))
+        source = {"generator": f"lcopt.synthetic/{spec['synthetic']}", "words": spec["words"], "seed": seed}
+    else:
+        every, source = _load_configured(spec["longbench"], longbench, cache_dir)
+        unscored = [r for r in every if r["_id"] not in scored_by]
+        if len(unscored) < n:
+            samples = ", ".join(f"{d} scores {s['samples']}" for d, s in scored.items())
+            raise DataError(
+                f"{key} {name!r}: LongBench {spec['longbench']} has {len(every)} rows and {len(unscored)} of them "
+                f"are not scored ({samples}); {n} calibration rows (calibration_samples) need {n}. Calibrate on "
+                "text that is never scored: a dataset of calibration_datasets (e.g. a LongBench task outside "
+                "the run), or score fewer rows (samples, datasets.<name>.samples)"
+            )
+        rows = unscored[-n:]
+    overlap = sorted({r["_id"] for r in rows} & scored_by.keys())
+    if overlap:
+        owners = sorted({scored_by[i] for i in overlap})
+        raise DataError(
+            f"{key} {name!r}: {len(overlap)} calibration rows (e.g. {overlap[0]!r}) are scored rows of "
+            f"{', '.join(owners)}; calibrate on text that is never scored (another seed or dataset)"
+        )
+    record = {"dataset": name, **source, "ids": [r["_id"] for r in rows], "disjoint_from": sorted(scored)}
+    return Calibration([r["context"] for r in rows], record)
 
 
 def calibration_batches(tokenizer, texts: list[str], max_tokens: int, device: str) -> list[dict]:

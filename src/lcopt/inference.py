@@ -12,7 +12,12 @@ out of the timed samples. Per sample: time to first token (prefill + first token
 time (mean and median), end to end; peak memory during the sample (torch's peak allocation summed over
 the model's GPUs, or the process's RSS sampled every millisecond on a CPU) and its rise over the
 memory held when the sample began; the KV cache's bytes; on NVIDIA GPUs the devices (name, UUID),
-their NVML memory and the decode energy per token.
+their NVML memory and the decode energy per token. Every row also says what it ran with: the prompt
+budget (a released checkpoint's own context can be shorter than its base's), the stop tokens of the
+loaded model's generation config, and the commit of lcopt's code (with its dirty flag).
+
+The prompts must have been built with the tokenizer the variant runs with (`lcopt.prompts` records its
+fingerprint); any other tokenizer is an error, found before the model is loaded.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from tqdm import tqdm
 from transformers.generation.streamers import BaseStreamer
 
 from lcopt.io import read_jsonl, write_jsonl_atomic, write_text_atomic
-from lcopt.prompts import COMPRESSION_FIELDS
+from lcopt.prompts import COMPRESSION_FIELDS, tokenizer_sha256
+from lcopt.provenance import git_state
 
 log = logging.getLogger(__name__)
 
@@ -356,6 +362,27 @@ def _finished(partial: Path) -> list[dict]:
     return rows
 
 
+def check_tokenizer(prompts: list[dict], tokenizer, prompts_jsonl: Path, variant_json: Path) -> None:
+    """The prompts' ids are the ones this variant's tokenizer makes, or the job stops (a released
+    checkpoint prompted with its base's tokenizer, chat template or stop tokens would be measured wrong)."""
+    built_with = {p.get("tokenizer_sha256") for p in prompts}
+    mine = tokenizer_sha256(tokenizer)
+    if built_with != {mine}:
+        sources = sorted({str(p.get("tokenizer_source")) for p in prompts})
+        raise InferenceError(
+            f"{prompts_jsonl} was built with the tokenizer of {', '.join(sources)} (fingerprint "
+            f"{', '.join(sorted(map(str, built_with)))[:80]}), but {variant_json} runs with another ({mine[:16]}...): "
+            "a variant whose tokenizer, chat template or stop tokens differ from its base's needs its own prompts"
+        )
+
+
+def eos_token_ids(model) -> list[int]:
+    """The stop tokens generation uses: the loaded model's own generation config (the fast engine's too)."""
+    from lcopt.engine import eos_ids
+
+    return sorted(eos_ids(model))
+
+
 def job_key(variant_json: Path, prompts_jsonl: Path, *settings) -> str:
     """What a job's predictions depend on: a `.partial` left by a job with another key is not resumed."""
     digest = hashlib.sha256()
@@ -377,7 +404,7 @@ def run(
     engine: str = "auto",
 ) -> None:
     """Generate for every prompt not yet in `<out>.partial`, then publish `out_jsonl` atomically."""
-    from lcopt.models import load_variant
+    from lcopt.models import load_tokenizer, load_variant
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     kv_options = kv_options or {}
@@ -395,6 +422,9 @@ def run(
         log.info("resuming %s: %d of %d samples already done", out_jsonl, len(done), len(prompts))
     todo = [p for p in prompts if p["_id"] not in done]
     if todo:
+        check_tokenizer(
+            prompts, load_tokenizer(json.loads(Path(variant_json).read_text())), prompts_jsonl, variant_json
+        )
         model, tokenizer, variant = load_variant(variant_json, device, dtype)
         init = variant.get("init", "pretrained")  # random: a system run, its predictions are not scored
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -416,6 +446,8 @@ def run(
         log.info("engine %s; warm-up took %.2f s", chosen, warm_up(runner, tokenizer, todo[0], pad))
         probe = MemoryProbe(model_devices(model))
         kernels = weight_kernels(model)
+        stop_tokens = eos_token_ids(model)
+        code = git_state()
     with open(partial, "a", encoding="utf-8") as sink:
         for prompt in tqdm(todo, desc=f"{out_jsonl.parent.name}/{out_jsonl.stem}", unit="sample", mininterval=2):
             budget = max_new_tokens or prompt["max_new_tokens"]
@@ -424,12 +456,15 @@ def run(
                 "status": "ok",
                 "truncated": prompt["truncated"],
                 "chat_template": prompt["chat_template"],
+                "max_input_tokens": prompt["max_input_tokens"],
+                "eos_token_ids": stop_tokens,
                 **{k: prompt[k] for k in COMPRESSION_FIELDS if k in prompt},
                 "kv_method": kv_method,
                 "device": device,
                 "engine": chosen,
                 "init": init,
                 "weight_kernels": kernels,
+                **code,
             }
             try:
                 record |= generate_one(runner, tokenizer, prompt, budget, probe)

@@ -14,8 +14,12 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lcopt.io import atomic_dir, write_json_atomic
+
+if TYPE_CHECKING:
+    from lcopt.data import Calibration
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,66 @@ def resolve_source(path: str, weights: bool = True) -> str:
     return path
 
 
+def config_dict(source: str) -> dict | None:
+    """A model's config.json as a dict, without running any code of its repository (a local directory,
+    lcopt-demo, or a hub id through the hub's cache); None when it cannot be read here (a hub id offline)."""
+    from transformers import PretrainedConfig
+
+    if source == DEMO_MODEL:
+        source = str(DEMO_CHECKPOINT)
+    try:
+        return PretrainedConfig.get_config_dict(source)[0]
+    except (OSError, ValueError) as exc:
+        log.debug("config of %s not readable here: %s", source, exc)
+        return None
+
+
+def custom_code(source: str) -> str | None:
+    """Why loading `source` would run code from its own repository (config.json `auto_map`, or a
+    `model_type` transformers does not know, as Nemotron-51B's `nemotron-nas`); None when it would not,
+    or when its config cannot be read here (the job that loads it checks again)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    config = config_dict(source)
+    if config is None:
+        return None
+    if config.get("auto_map"):
+        return f"its config.json maps classes to the repository's own code (auto_map: {sorted(config['auto_map'])})"
+    model_type = config.get("model_type")
+    if model_type not in CONFIG_MAPPING_NAMES:
+        return f"its model_type {model_type!r} is not an architecture of transformers, only of its own code"
+    return None
+
+
+def require_trusted(source: str, trusted: bool) -> None:
+    """Stop, naming the config key, before loading a model whose own code would run without permission."""
+    reason = None if trusted else custom_code(source)
+    if reason:
+        raise ModelError(
+            f"{source}: {reason}. Running it means running that code: list {source!r} under the config's "
+            "`trust_remote_code` to allow it"
+        )
+
+
+def context_positions(source: str) -> int | None:
+    """The positions a model was built for (config.json `max_position_embeddings`), or None if unknown."""
+    value = (config_dict(source) or {}).get("max_position_embeddings")
+    return int(value) if value else None
+
+
+def generation_config(source: str, trust_remote_code: bool = False):
+    """`source`'s own generation config (its stop tokens: a base checkpoint stops at another EOS than its
+    instruct parent), or one made from its config.json when it ships none."""
+    from transformers import AutoConfig, GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(source)
+    except OSError:
+        return GenerationConfig.from_model_config(
+            AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        )
+
+
 def import_gguf(package: str, file: str, out_dir: Path) -> None:
     """Dequantize a GGUF file into a normal HF model + tokenizer directory (done once per model)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -89,32 +153,56 @@ def import_gguf(package: str, file: str, out_dir: Path) -> None:
         write_json_atomic(tmp / "lcopt_source.json", {"package": package, "file": file})
 
 
-def write_variant(model: str, stack: str, source: str, out: Path, init: str = "pretrained") -> None:
+def write_variant(
+    model: str, stack: str, source: str, out: Path, init: str = "pretrained", trust_remote_code: bool = False
+) -> None:
     """The baseline variant: a pointer to the source weights (model-side techniques add real ones); with
     `init: random`, to the architecture that is built with random weights when it is loaded."""
     resolved = resolve_source(source, weights=init != "random")
+    require_trusted(resolved, trust_remote_code)
     record = {"model": model, "stack": stack, "weights": resolved, "techniques": []}
-    write_json_atomic(out, record | ({"init": "random"} if init == "random" else {}))
+    record |= {"init": "random"} if init == "random" else {}
+    write_json_atomic(out, record | ({"trust_remote_code": True} if trust_remote_code else {}))
 
 
-def same_tokenizer(a: str, b: str) -> bool:
-    """Whether two models tokenize alike (same vocabulary and special tokens)."""
+def tokenizer_facts(source: str, trust_remote_code: bool = False) -> dict:
+    """What decides how a model is prompted and when it stops: its tokenizer (`lcopt.prompts.tokenizer_sha256`),
+    chat template, stop tokens and context length. Reads config and tokenizer only, no weights."""
     from transformers import AutoTokenizer
 
-    ta, tb = AutoTokenizer.from_pretrained(a), AutoTokenizer.from_pretrained(b)
-    return ta.get_vocab() == tb.get_vocab() and ta.all_special_tokens == tb.all_special_tokens
+    from lcopt.prompts import has_chat_template, tokenizer_sha256
+
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    eos = generation_config(source, trust_remote_code).eos_token_id
+    return {
+        "tokenizer_sha256": tokenizer_sha256(tokenizer),
+        "vocabulary_size": len(tokenizer),
+        "chat_template": has_chat_template(tokenizer),
+        "eos_token_ids": sorted(eos if isinstance(eos, list) else [] if eos is None else [eos]),
+        "max_position_embeddings": context_positions(source),
+    }
 
 
-def use_checkpoint(checkpoint: str, parent_json: Path, out_dir: Path) -> dict:
+def compare_checkpoint(checkpoint: str, base: str, trust_remote_code: bool = False) -> dict:
+    """How a released checkpoint differs from the base model it stands for (config and tokenizer
+    directories, or hub ids): the workflow builds its prompts from its own tokenizer whenever it is used
+    (`lcopt.jobs.prompt_source`), and this record says what that changes."""
+    mine, theirs = tokenizer_facts(checkpoint, trust_remote_code), tokenizer_facts(base)
+    return {
+        "checkpoint_facts": mine,
+        "base_facts": theirs,
+        "differs_from_base": sorted(k for k in mine if mine[k] != theirs[k]),
+    }
+
+
+def use_checkpoint(checkpoint: str, parent_json: Path, out_dir: Path, trust_remote_code: bool = False) -> dict:
     """A released checkpoint stands for the technique (the study's Minitron models, a GPTQ model from
-    the hub): nothing is computed, the variant points at it. Prompts are built once per model with the
-    base model's tokenizer, so the checkpoint must tokenize like its base; this is checked and recorded."""
+    the hub): nothing is computed, the variant points at it. Its prompts are its own (tokenizer, chat
+    template, context length) and so are its stop tokens; the record says how they differ from its base."""
     weights = resolve_source(checkpoint)
+    require_trusted(weights, trust_remote_code)
     parent = json.loads(Path(parent_json).read_text())["weights"]
-    same = same_tokenizer(parent, weights)
-    if not same:
-        log.warning("%s does not tokenize like %s: its prompts are built with the latter's tokenizer", weights, parent)
-    record = {"checkpoint": checkpoint, "weights": weights, "same_tokenizer_as_source": same}
+    record = {"checkpoint": checkpoint, "weights": weights, **compare_checkpoint(weights, parent, trust_remote_code)}
     with atomic_dir(out_dir) as tmp:
         write_json_atomic(tmp / "checkpoint.json", record)
     return record
@@ -128,16 +216,22 @@ def write_technique_variant(
     weights_dir: Path,
     out: Path,
     options: dict,
-    calibration: list[str],
+    calibration: Calibration | None = None,
+    checkpoint: str | None = None,
+    trust_remote_code: bool = False,
 ) -> None:
-    """Apply the model-side `technique` to the parent variant, or point at a released checkpoint for it
-    (`options["checkpoints"][model]`, used only when the parent is the baseline: a checkpoint is the
-    technique applied to the base model)."""
+    """Apply the model-side `technique` to the parent variant, calibrated on `calibration` (held-out
+    text, recorded with its ids), or point at a released `checkpoint` for it (only of a baseline: a
+    checkpoint is the technique applied to the base model; `lcopt.jobs.checkpoint` picks it)."""
     from lcopt.techniques import get
 
     start = time.perf_counter()
     parent = json.loads(Path(parent_json).read_text())
-    checkpoint = options.get("checkpoints", {}).get(model) if not parent["techniques"] else None
+    if checkpoint and parent["techniques"]:
+        raise ModelError(
+            f"{variant}: a released checkpoint stands for a technique of the base model, not {parent_json}"
+        )
+    trusted = bool(parent.get("trust_remote_code") or trust_remote_code)
     random = {}
     if parent.get("init") == "random":  # a system run: the technique's shapes and formats, no weights
         record = get(technique).random_variant(options, checkpoint)
@@ -145,13 +239,18 @@ def write_technique_variant(
             raise ModelError(f"{technique} cannot be applied to a model with init: random (no weights to act on)")
         random = {"init": "random", **{k: record[k] for k in ("int4_group_size",) if k in record}}
         weights = record.get("weights", parent["weights"])
+        require_trusted(weights, trusted)
+        if checkpoint and weights != parent["weights"]:  # a released checkpoint's architecture, prompted as itself
+            record |= compare_checkpoint(weights, parent["weights"], trusted)
         with atomic_dir(weights_dir) as tmp:  # the rule's output: no weights, the record of what stands in
             write_json_atomic(tmp / "random.json", record)
     elif checkpoint:
-        record = use_checkpoint(checkpoint, parent_json, weights_dir)
+        record = use_checkpoint(checkpoint, parent_json, weights_dir, trusted)
         weights = record["weights"]
     else:
-        record = get(technique).make_variant(parent_json, weights_dir, options, calibration)
+        texts = calibration.texts if calibration else []
+        record = get(technique).make_variant(parent_json, weights_dir, options, texts)
+        record |= {"calibration": calibration.record} if calibration else {}
         weights = str(Path(weights_dir).resolve())
     write_json_atomic(
         out,
@@ -161,6 +260,7 @@ def write_technique_variant(
             "weights": weights,
             "techniques": [*parent["techniques"], technique],
             **random,
+            **({"trust_remote_code": True} if trusted else {}),
             "seconds": time.perf_counter() - start,
             technique: record,
             # what each technique's load hook gets (`ModelTechnique.prepare_loaded`)
@@ -177,18 +277,27 @@ def torch_dtype(name: str, device: str):
     return getattr(torch, name)
 
 
-def build_random(config_dir: str, device: str, dtype, int4_group_size: int | None = None, seed: int = 0):
+def build_random(
+    config_dir: str,
+    device: str,
+    dtype,
+    int4_group_size: int | None = None,
+    seed: int = 0,
+    trust_remote_code: bool = False,
+):
     """A model of `config_dir`'s architecture with random weights, built on `device` (no download, no
-    checkpoint): what memory and speed would be, not what quality. `int4_group_size`: every decoder
-    linear layer as random 4-bit weights in the GPU kernel's layout, as a GPTQ model would run."""
+    checkpoint): what memory and speed would be, not what quality. It stops at the directory's own
+    stop tokens (`generation_config`). `int4_group_size`: every decoder linear layer as random 4-bit
+    weights in the GPU kernel's layout, as a GPTQ model would run."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(config_dir)
+    config = AutoConfig.from_pretrained(config_dir, trust_remote_code=trust_remote_code)
     config._attn_implementation = "sdpa"
     torch.manual_seed(seed)
     with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
+    model.generation_config = generation_config(config_dir, trust_remote_code)
     if int4_group_size:
         from lcopt.int4 import random_tinygemm
 
@@ -200,33 +309,42 @@ def build_random(config_dir: str, device: str, dtype, int4_group_size: int | Non
     return model
 
 
+def load_tokenizer(variant: dict):
+    """The tokenizer a variant runs with: its weights' own (or, for a random one, its config directory's)."""
+    from transformers import AutoTokenizer
+
+    source = variant.get("tokenizer") or variant["weights"]
+    return AutoTokenizer.from_pretrained(source, trust_remote_code=bool(variant.get("trust_remote_code")))
+
+
 def load_variant(variant_json: Path, device: str, dtype: str = "auto"):
     """(model, tokenizer, variant record) of a variant, through `from_pretrained` like any hub model,
     straight onto the device unless one of its techniques asks to load elsewhere first
     (`ModelTechnique.load_device`: 4-bit checkpoints load on the CPU and are converted to a GPU kernel
     by the technique's `prepare_loaded`). A variant with `init: random` is built from its config with
-    random weights."""
+    random weights. Custom model code runs only for a variant the config trusts (`trust_remote_code`)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     variant = json.loads(Path(variant_json).read_text())
     weights = variant["weights"]
+    trusted = bool(variant.get("trust_remote_code"))
     torch_type = torch_dtype(dtype, device)
+    tokenizer = load_tokenizer(variant)
     if variant.get("init") == "random":
-        model = build_random(weights, device, torch_type, variant.get("int4_group_size"))
-        tokenizer = AutoTokenizer.from_pretrained(variant.get("tokenizer") or weights)
+        model = build_random(weights, device, torch_type, variant.get("int4_group_size"), trust_remote_code=trusted)
         return model.eval(), tokenizer, variant
-    tokenizer = AutoTokenizer.from_pretrained(weights)
     from lcopt.techniques import get
 
     techniques = [get(t) for t in variant["techniques"]]
     load_on = device
     for technique in techniques:
         load_on = technique.load_device(load_on)
-    if load_on.startswith("cuda") and torch.cuda.device_count() > 1:  # a model too big for one GPU
-        model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch_type, device_map="auto")
-    else:
-        model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch_type, device_map=load_on)
+    too_big_for_one_gpu = load_on.startswith("cuda") and torch.cuda.device_count() > 1
+    placement = "auto" if too_big_for_one_gpu else load_on
+    model = AutoModelForCausalLM.from_pretrained(
+        weights, dtype=torch_type, device_map=placement, trust_remote_code=trusted
+    )
     for technique in techniques:
         technique.prepare_loaded(model, device, variant.get("options", {}).get(technique.name, {}))
     if load_on != device:

@@ -4,10 +4,17 @@ LongBench (`pred.py`) tokenizes the filled template and, when it is longer than 
 keeps the first and last half of the budget's tokens ("the left and right side may contain crucial
 instructions"). lcopt does the same, but counts the chat template's tokens inside the budget, so the
 tokens that reach the model never exceed `max_input_tokens`.
+
+Prompts are built with the tokenizer of the model that will read them (a released checkpoint's own,
+`lcopt.jobs.prompt_source`), within its own context: the budget is the config's `max_input_tokens`
+or, when smaller, the model's positions less the task's answer. Each row records the budget and a
+fingerprint of the tokenizer, which inference checks against the tokenizer it runs with.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 from lcopt.tasks import Task
@@ -40,6 +47,29 @@ class Prompt:
 
 def has_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
+
+
+# Text whose ids tell normalizers and pre-tokenizers apart where vocabularies agree.
+TOKENIZER_PROBE = "Probe: naïve café, 12345 + 67890 = 80235.\n\tDon't   stop!  <s> </s> 日本語"
+
+
+def tokenizer_sha256(tokenizer) -> str:
+    """A fingerprint of what turns a prompt into ids: vocabulary, special tokens, chat template and the
+    ids of a probe text (with and without special tokens)."""
+    facts = [
+        sorted(tokenizer.get_vocab().items()),
+        tokenizer.all_special_tokens,
+        getattr(tokenizer, "chat_template", None) or "",
+        tokenizer(TOKENIZER_PROBE)["input_ids"],
+        tokenizer(TOKENIZER_PROBE, add_special_tokens=False)["input_ids"],
+    ]
+    return hashlib.sha256(json.dumps(facts, ensure_ascii=False, default=str).encode()).hexdigest()
+
+
+def input_budget(max_input_tokens: int, positions: int | None, max_new_tokens: int) -> int:
+    """The prompt tokens a model gets: the config's budget, or less when its positions (config.json
+    `max_position_embeddings`) cannot hold that budget plus the answer."""
+    return max_input_tokens if positions is None else min(max_input_tokens, positions - max_new_tokens)
 
 
 def _wrap(tokenizer, user_text: str) -> str:
@@ -102,9 +132,16 @@ def model_token_counts(tokenizer, original_context: str, compressed_context: str
 
 
 def write_prompts(
-    source: str, task_name: str, rows_jsonl, max_input_tokens: int, out_jsonl, original_rows_jsonl=None
+    source: str,
+    task_name: str,
+    rows_jsonl,
+    max_input_tokens: int,
+    out_jsonl,
+    trust_remote_code: bool = False,
+    original_rows_jsonl=None,
 ) -> None:
-    """The prompts stage: one row per sample with the exact model input and its token counts.
+    """The prompts stage: one row per sample with the exact model input, its token counts, the budget it
+    was cut to and the fingerprint of the tokenizer that counted them (`source`'s).
 
     `original_rows_jsonl`, for compressed rows, is the dataset before compression: each prompt then also
     records the compression in this model's tokens (`model_token_counts`)."""
@@ -114,17 +151,24 @@ def write_prompts(
     from transformers import AutoTokenizer
 
     from lcopt.io import read_jsonl, write_jsonl_atomic
-    from lcopt.models import resolve_source
+    from lcopt.models import context_positions, resolve_source
     from lcopt.tasks import get_task
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_source(source, weights=False))  # the tokenizer is enough
+    local = resolve_source(source, weights=False)  # the tokenizer and config are enough
+    tokenizer = AutoTokenizer.from_pretrained(local, trust_remote_code=trust_remote_code)
     task = get_task(task_name)
+    positions = context_positions(local)
+    budget = input_budget(max_input_tokens, positions, task.max_new_tokens)
+    log = logging.getLogger(__name__)
+    if budget < max_input_tokens:
+        log.info("%s: %d positions, so prompts get %d tokens, not %d", source, positions, budget, max_input_tokens)
     if not has_chat_template(tokenizer):
-        logging.getLogger(__name__).warning("%s has no chat template: prompts are the plain task template", source)
+        log.warning("%s has no chat template: prompts are the plain task template", source)
+    fingerprint = tokenizer_sha256(tokenizer)
     originals = {r["_id"]: r["context"] for r in read_jsonl(original_rows_jsonl)} if original_rows_jsonl else None
     out = []
     for row in tqdm(read_jsonl(rows_jsonl), desc=f"prompts {task_name}", unit="sample", mininterval=2):
-        p = build_prompt(tokenizer, task, row, max_input_tokens)
+        p = build_prompt(tokenizer, task, row, budget)
         if originals is not None:
             if row["_id"] not in originals:
                 raise KeyError(f"{rows_jsonl}: row {row['_id']!r} is not in {original_rows_jsonl}")
@@ -139,6 +183,10 @@ def write_prompts(
                 "truncated": p.truncated,
                 "chat_template": p.chat_template,
                 "max_new_tokens": task.max_new_tokens,
+                "max_input_tokens": budget,
+                "max_position_embeddings": positions,
+                "tokenizer_source": source,
+                "tokenizer_sha256": fingerprint,
                 **{k: row[k] for k in COMPRESSION_FIELDS if k in row},
             }
         )

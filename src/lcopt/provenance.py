@@ -1,12 +1,17 @@
-"""What produced a set of results: config hash, package versions, git commit, hardware, seed."""
+"""What produced a set of results: config hash, package versions, git commit, hardware, seed; and the
+hash of the code a workflow stage runs, so that editing that code reruns the stage."""
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 PACKAGES = ("lcopt", "torch", "transformers", "tokenizers", "datasets", "snakemake", "polars", "rouge", "rouge-score")
@@ -24,6 +29,93 @@ def _git(*args: str) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_state() -> dict:
+    """The commit lcopt's code is at and whether its checkout has uncommitted changes (None outside git)."""
+    status = _git("status", "--porcelain")
+    return {"git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(status) if status is not None else None}
+
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the folder that holds lcopt/
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError, AttributeError):  # e.g. an attribute of a module, not a submodule
+        return False
+
+
+def _module_file(name: str) -> Path:
+    """The source file of a module name (one already imported, e.g. a user's technique file, or one
+    importable) or of a path to a .py file."""
+    if name.endswith(".py"):
+        return Path(name).resolve()
+    module = sys.modules.get(name)
+    origin = getattr(module, "__file__", None) if module else None
+    if origin is None:
+        spec = importlib.util.find_spec(name)
+        origin = spec.origin if spec else None
+    if not origin or not origin.endswith(".py"):
+        raise ValueError(f"{name}: no Python source file to hash")
+    return Path(origin).resolve()
+
+
+def _is_lcopt(name: str | None) -> bool:
+    return bool(name) and (name == "lcopt" or name.startswith("lcopt."))
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node of a module but those under `if TYPE_CHECKING:` (imports for annotations only)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            yield from (n for child in node.orelse for n in ast.walk(child))
+            continue
+        yield node
+        yield from _runtime_nodes(node)
+
+
+def _imported_lcopt_modules(path: Path) -> set[str]:
+    """The lcopt modules a source file imports anywhere in it (function-level imports included): for
+    `from lcopt.x import y`, `lcopt.x.y` when that is a module, else `lcopt.x`."""
+    names = set()
+    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names if _is_lcopt(a.name)}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and _is_lcopt(node.module):
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                names.add(sub if _is_module(sub) else node.module)
+    return names
+
+
+def code_files(*roots: str) -> list[Path]:
+    """The files of `roots` (module names, or paths of .py files such as a rule's script) and of every
+    lcopt module they import, followed through the modules' own imports. A package is only its
+    `__init__.py`: the modules of `lcopt.techniques` that a job runs are roots of their own."""
+    seen: dict[Path, None] = {}
+    queue = [_module_file(root) for root in roots]
+    while queue:
+        path = queue.pop()
+        if path in seen:
+            continue
+        seen[path] = None
+        queue += [_module_file(name) for name in _imported_lcopt_modules(path)]
+    return sorted(seen)
+
+
+@functools.cache
+def code_sha256(*roots: str) -> str:
+    """One hash of `code_files(*roots)` (their contents and names relative to the package root, so a
+    moved checkout hashes alike): a rule's param, so that editing code a stage runs reruns the stage."""
+    digest = hashlib.sha256()
+    for path in code_files(*roots):
+        label = path.relative_to(PACKAGE_ROOT) if path.is_relative_to(PACKAGE_ROOT) else Path(path.name)
+        digest.update(f"{label.as_posix()}\0".encode())
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def gpus() -> list[dict] | str:
@@ -66,12 +158,10 @@ def collect(config: dict) -> dict:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
-    status = _git("status", "--porcelain")
     return {
         "config_sha256": config_hash(config),
         "seed": config.get("seed"),
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(status) if status is not None else None,
+        **git_state(),
         "packages": versions,
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -10,7 +10,7 @@ loads through GPTQModel's kernels, like `gptq4`'s variants.
 On a CPU, GPTQModel refuses its default AWQ packer (the CUDA GEMM kernel), so lcopt asks for its
 portable torch packer (`BACKEND.AWQ_TORCH`), whose checkpoint is the same "gemm" format; a GPU uses
 GPTQModel's own choice. Calibration text is the same held-out text as `gptq4`'s
-(`lcopt.data.calibration_texts`); the GPTQModel glue (worker count, log folder, group-size check,
+(`lcopt.data.held_out_calibration`); the GPTQModel glue (worker count, log folder, group-size check,
 calibration examples) is `gptq4`'s.
 """
 
@@ -34,7 +34,9 @@ def awq_config(options: dict):
     return AWQConfig(bits=4, group_size=options["group_size"], sym=False)
 
 
-def quantize(source: str, out_dir: Path, options: dict, calibration: list[str]) -> dict:
+def quantize(
+    source: str, out_dir: Path, options: dict, calibration: list[str], trust_remote_code: bool = False
+) -> dict:
     """AWQ of the model in `source`, saved to `out_dir` (a fresh directory); returns a record."""
     glue._cpu_workers()
     import torch
@@ -42,13 +44,13 @@ def quantize(source: str, out_dir: Path, options: dict, calibration: list[str]) 
     from transformers import AutoTokenizer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     examples = glue.calibration_examples(tokenizer, calibration, options["calibration_tokens"])
     if not examples:
         raise ValueError("awq4 needs calibration text (awq.calibration_samples >= 1 of a non-empty dataset)")
     glue._log_dir(out_dir / "quantize_logs")
     start = time.perf_counter()
-    model = GPTQModel.load(source, awq_config(options), device=device)
+    model = GPTQModel.load(source, awq_config(options), device=device, trust_remote_code=trust_remote_code)
     try:
         glue.check_group_size(model.model, options["group_size"])
     except ValueError as exc:
@@ -90,7 +92,8 @@ class AWQ(ModelTechnique):
             },
             "calibration_dataset": {
                 "type": "string",
-                "description": "a dataset of this config whose unscored text calibrates AWQ (default the first)",
+                "description": "a dataset of `datasets` (its unscored rows) or of `calibration_datasets` whose "
+                "text calibrates AWQ (default: the first of `datasets` by name)",
             },
             "calibration_samples": {"type": "integer", "minimum": 1, "default": 128},
             "calibration_tokens": {"type": "integer", "minimum": 16, "default": 2048},
@@ -107,7 +110,8 @@ class AWQ(ModelTechnique):
         from lcopt.io import atomic_dir
 
         with atomic_dir(weights_dir) as tmp:
-            return quantize(glue._parent_weights(parent_json), tmp, options, calibration)
+            trusted = glue._parent_trusted(parent_json)
+            return quantize(glue._parent_weights(parent_json), tmp, options, calibration, trusted)
 
 
 register(AWQ("awq4", options_key="awq"))

@@ -7,7 +7,7 @@ standard GPTQ checkpoint format (`quantization_config` in config.json, packed in
 variant loads with transformers' `from_pretrained` like a quantized model from the hub. The kernel is
 GPTQModel's choice at load time: its torch kernel on a CPU, Marlin (or exllamav2) on a GPU.
 
-GPTQ is calibrated on the same held-out text as `prune` (`lcopt.data.calibration_texts`); `desc_act`
+GPTQ is calibrated on held-out text (`lcopt.data.held_out_calibration`), as `prune` is; `desc_act`
 is AutoGPTQ's act-order (columns quantized by decreasing Hessian diagonal). GPTQModel's own
 extension, group-aware reordering, is switched off so that `desc_act` is the only ordering choice, as
 in AutoGPTQ.
@@ -91,8 +91,17 @@ def calibration_examples(tokenizer, texts: list[str], max_tokens: int) -> list[d
     ]
 
 
-def quantize(source: str, out_dir: Path, method: str, bits: int, options: dict, calibration: list[str]) -> dict:
-    """Quantize the model in `source` and save it to `out_dir` (a fresh directory); returns a record."""
+def quantize(
+    source: str,
+    out_dir: Path,
+    method: str,
+    bits: int,
+    options: dict,
+    calibration: list[str],
+    trust_remote_code: bool = False,
+) -> dict:
+    """Quantize the model in `source` and save it to `out_dir` (a fresh directory); returns a record.
+    `trust_remote_code`: the model is one whose own code the config allows (e.g. Nemotron-51B)."""
     _cpu_workers()
     import torch
     from gptqmodel import GPTQModel
@@ -100,11 +109,11 @@ def quantize(source: str, out_dir: Path, method: str, bits: int, options: dict, 
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     qconfig = quantize_config(method, bits, options)
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     examples = calibration_examples(tokenizer, calibration, options["calibration_tokens"]) if method == "gptq" else None
     _log_dir(out_dir / "quantize_logs")
     start = time.perf_counter()
-    model = GPTQModel.load(source, qconfig, device=device)
+    model = GPTQModel.load(source, qconfig, device=device, trust_remote_code=trust_remote_code)
     check_group_size(model.model, options["group_size"])
     model.quantize(examples, batch_size=1)
     seconds = time.perf_counter() - start
@@ -136,6 +145,11 @@ def _parent_weights(parent_json: Path) -> str:
     return json.loads(Path(parent_json).read_text())["weights"]
 
 
+def _parent_trusted(parent_json: Path) -> bool:
+    """Whether the config allows the parent's own model code (`trust_remote_code`, kept in its variant.json)."""
+    return bool(json.loads(Path(parent_json).read_text()).get("trust_remote_code"))
+
+
 class WeightQuantization(ModelTechnique):
     """4-bit weights through GPTQModel, `method` "gptq" (error-compensating) or "rtn" (rounding)."""
 
@@ -153,7 +167,8 @@ class WeightQuantization(ModelTechnique):
             "desc_act": {"type": "boolean", "default": False, "description": "act-order (GPTQ only)"},
             "calibration_dataset": {
                 "type": "string",
-                "description": "a dataset of this config whose unscored text calibrates GPTQ (default the first)",
+                "description": "a dataset of `datasets` (its unscored rows) or of `calibration_datasets` whose "
+                "text calibrates GPTQ (default: the first of `datasets` by name)",
             },
             "calibration_samples": {"type": "integer", "minimum": 1, "default": 128},
             "calibration_tokens": {"type": "integer", "minimum": 16, "default": 2048},
@@ -195,7 +210,8 @@ class WeightQuantization(ModelTechnique):
         from lcopt.io import atomic_dir
 
         with atomic_dir(weights_dir) as tmp:
-            return quantize(_parent_weights(parent_json), tmp, self.method, self.bits, options, calibration)
+            source, trusted = _parent_weights(parent_json), _parent_trusted(parent_json)
+            return quantize(source, tmp, self.method, self.bits, options, calibration, trusted)
 
 
 register(WeightQuantization("gptq4", "gptq"), WeightQuantization("rtn4", "rtn"))

@@ -181,7 +181,8 @@ class Prune(ModelTechnique):
             },
             "calibration_dataset": {
                 "type": "string",
-                "description": "a dataset of this config whose unscored text calibrates importance (default the first)",
+                "description": "a dataset of `datasets` (its unscored rows) or of `calibration_datasets` whose "
+                "text calibrates importance (default: the first of `datasets` by name)",
             },
             "calibration_samples": {"type": "integer", "minimum": 1, "default": 16},
             "calibration_tokens": {"type": "integer", "minimum": 16, "default": 1024},

@@ -3,11 +3,12 @@ from lcopt.tasks import get_task
 
 # Every figure of the report (lcopt.report.figures): the plots rule's outputs, each marked for
 # `snakemake --report` with its category (task family or topic), subcategory (model) and labels.
-DATASET_FAMILIES = {d: get_task(dataset_task(d)).family for d in DATASETS}
-FIGURES = report_figures(MODELS, DATASET_FAMILIES)
+# Sorted, as every param is (lcopt.jobs.sort_config): a config re-saved in another key order reruns nothing.
+DATASET_FAMILIES = {d: get_task(dataset_task(d)).family for d in sorted(DATASETS)}
+FIGURES = report_figures(sorted(MODELS), DATASET_FAMILIES)
 PLOTS = [f"{R}/plots/{f.path}" for f in FIGURES]
 REPORT_FILES = [f"{R}/report/table.html", f"{R}/report/run.rst"]
-CELLS = [(m, s, d) for m in MODELS for s in STACKS for d in DATASETS]
+CELLS = [(m, s, d) for m in sorted(MODELS) for s in sorted(STACKS) for d in sorted(DATASETS)]
 
 
 rule aggregate:
@@ -47,12 +48,12 @@ rule sample_table:
     """Per-sample scores with each row's context length and needle depth (for the needle heatmap)."""
     input:
         samples=[f"{R}/scores/{m}/{s}/{d}.samples.jsonl" for m, s, d in CELLS],
-        rows=expand(f"{R}/data/{{dataset}}.jsonl", dataset=DATASETS),
+        rows=[f"{R}/data/{d}.jsonl" for d in sorted(DATASETS)],
     output:
         f"{R}/tables/per_sample.parquet",
     params:
         cells=[(m, s, d, dataset_task(d)) for m, s, d in CELLS],
-        datasets=DATASETS,
+        datasets=sorted(DATASETS),
         code=code("scripts/sample_table.py"),
     log:
         f"{R}/logs/sample_table.log",
@@ -83,7 +84,7 @@ rule plots:
         ],
     params:
         # the plan (lcopt.report.figures) is remade from these in the script: outputs in the same order
-        models=MODELS,
+        models=sorted(MODELS),
         dataset_families=DATASET_FAMILIES,
         code=code("scripts/plots.py"),
     log:

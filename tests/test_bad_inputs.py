@@ -35,7 +35,8 @@ def _model_dir(root: Path, drop: tuple[str, ...]) -> Path:
     [
         (
             "unknown key",
-            "key 'modles': unknown key 'modles'; allowed keys: awq, benchmark, bootstrap_resamples, datasets",
+            "key 'modles': unknown key 'modles'; allowed keys: awq, benchmark, bootstrap_resamples, "
+            "calibration_datasets, datasets",
         ),
         ("bad value", "key 'datasets.pk.words': 3 is less than the minimum of 16; expected integer (minimum 16)"),
         ("missing LongBench file", "key 'datasets.mn': {tmp}/lb/multi_news.jsonl not found"),

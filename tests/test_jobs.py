@@ -99,7 +99,7 @@ def test_calibration_names_every_scored_dataset_of_its_source():
         "qasper": {"longbench": "qasper", "samples": 50},
         "qasper-all": {"longbench": "qasper", "samples": 200},
     }
-    assert calibration["longbench"] == {"source": "hub"}
+    assert calibration["longbench"] == {"source": "hub", "local_variants": []}
     config["gptq"]["calibration_dataset"] = "multifieldqa_en"  # outside the run: nothing of it is scored
     calibration = jobs.model_technique(config, "llama", "gptq4")["calibration"]
     assert calibration["spec"] == {"longbench": "multifieldqa_en"} and calibration["scored"] == {}

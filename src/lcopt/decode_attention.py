@@ -30,7 +30,6 @@ except ImportError:  # the CPU install has no Triton: only the torch reference r
     triton = None
 
 
-
 if triton is not None:
 
     @triton.jit
@@ -112,7 +111,7 @@ if triton is not None:
             b = tl.load(KC + h * stride_ch + offs_n[:, None] * stride_cn + offs_c[None, :])
             codes = ((b >> (BITS * plane)) & ((1 << BITS) - 1)).to(tl.float32)
             row = h * stride_ksh + (n0 // GK) * stride_ksg + plane * DP + offs_c
-            k = (codes * tl.load(KS + row).to(tl.float32)[None, :] + tl.load(KM + row).to(tl.float32)[None, :])
+            k = codes * tl.load(KS + row).to(tl.float32)[None, :] + tl.load(KM + row).to(tl.float32)[None, :]
             k = k.to(dtype)
         else:
             k = tl.load(KR + h * stride_rh + (offs_n % R)[:, None] * stride_rn + (plane * DP + offs_c)[None, :],

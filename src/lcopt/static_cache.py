@@ -40,6 +40,7 @@ def unpack_planes(packed: torch.Tensor, bits: int) -> torch.Tensor:
     mask = (1 << bits) - 1
     return torch.cat([(packed >> (bits * p)) & mask for p in range(8 // bits)], dim=-1)
 
+
 if triton is not None:
     import triton.language as tl
 

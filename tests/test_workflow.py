@@ -117,8 +117,9 @@ def test_rerun_does_nothing(finished_run):
 
 def test_changed_tables_redraw_the_report_and_nothing_else(finished_run):
     """The figures read the tables only: a changed table reruns the plots (and the report's table), a
-    changed per-sample score file the tables (paired statistics), the per-sample table and the plots. Changed, not touched: snakemake 9
-    reruns nothing for a newer file whose content its metadata's checksum still matches."""
+    changed per-sample score file the tables (paired statistics), the per-sample table and the plots.
+    Changed, not touched: snakemake 9 reruns nothing for a newer file whose content its metadata's
+    checksum still matches."""
     r = finished_run / "results"
     for changed, expected in [
         (r / "tables/long.parquet", {"plots": 1, "report_files": 1, "all": 1}),

@@ -1,4 +1,4 @@
-"""quanto4 and hqq4 (transformers' QuantizedCache): the real bytes of 4-bit codes plus a scale and a zero
+"""quanto4 (transformers' QuantizedCache): the real bytes of 4-bit codes plus a scale and a zero
 per group, and the demo model's answers kept, against a full-precision cache."""
 
 import pytest
@@ -29,8 +29,7 @@ def passkey_prompt(tokenizer, seed: int):
     return tokenizer(p.text, add_special_tokens=p.add_special_tokens, return_tensors="pt"), row["answers"][0]
 
 
-@pytest.mark.parametrize("technique", ["quanto4", "hqq4"])
-def test_bytes_and_answer_against_full_precision(demo, technique):
+def test_bytes_and_answer_against_full_precision(demo, technique="quanto4"):
     model, tokenizer = demo
     enc, answer = passkey_prompt(tokenizer, seed=4)
     with torch.inference_mode():

@@ -24,7 +24,7 @@ def test_every_module_of_the_package_registers_its_techniques_and_nothing_else_d
         by_module.setdefault(t.__module__.rsplit(".", 1)[-1], []).append(name)
     assert set(by_module) == modules, by_module
     assert by_module["kivi"] == ["kivi4", "kivi2"] and by_module["gptq"] == ["gptq4", "rtn4"]
-    assert {"awq4", "quanto4", "hqq4", "fp8kv"} <= set(registry())
+    assert {"awq4", "quanto4", "fp8kv"} <= set(registry())
 
 
 def test_sides_and_shared_option_blocks():

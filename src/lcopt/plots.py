@@ -5,7 +5,7 @@ Per model and task family (QA, multi-hop QA, summarization, retrieval):
   its stacks named;
 - token precision vs recall with F1 iso-lines (F1 can hold while the two trade places).
 Per model:
-- the interaction heatmap of every Level-2 stack (its measured drop vs the sum of its parts' drops);
+- the interaction heatmap of every Level-2 stack (its measured score vs what independent parts keep);
 - measured time beside the roofline (theoretical) time, where the run has GPU data;
 - context-length scaling (score and time to first token vs prompt length) and the passkey needle's
   depth × length heatmap.

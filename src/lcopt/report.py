@@ -47,7 +47,7 @@ METRIC_LABEL = {
     "quality_vs_memory": "score vs peak memory",
     "quality_vs_latency": "score vs decode latency",
     "precision_recall": "token precision vs recall",
-    "interaction": "score drop: measured vs sum of parts",
+    "interaction": "score: measured vs independent parts",
     "roofline": "measured vs roofline time",
     "context_scaling": "score and TTFT vs prompt length",
     "needle": "passkey score by needle depth and length",

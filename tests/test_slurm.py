@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lcopt.inference import READINGS
+
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles/slurm"
 
@@ -91,9 +93,8 @@ def slurm_jobs(comment_part: str) -> list[dict]:
 
 def predictions(run: Path, stack: str) -> list[dict]:
     """Everything a prediction row holds except wall-clock timings and memory readings."""
-    varying = {"ttft_s", "tpot_s", "e2e_s", "decode_tokens_per_s", "peak_mem_bytes"}
     path = run / f"results/predictions/demo/{stack}/passkey-2k.jsonl"
-    return [{k: v for k, v in json.loads(x).items() if k not in varying} for x in path.read_text().splitlines()]
+    return [{k: v for k, v in json.loads(x).items() if k not in READINGS} for x in path.read_text().splitlines()]
 
 
 def test_workflow_on_slurm_survives_a_killed_inference_job(tmp_path):

@@ -302,6 +302,14 @@ def prompt_ids(tokenizer, prompt: dict) -> list[int]:
     return tokenizer(prompt["prompt"], add_special_tokens=prompt["add_special_tokens"])["input_ids"]
 
 
+READINGS = frozenset(
+    {"ttft_s", "tpot_s", "tpot_median_s", "e2e_s", "decode_tokens_per_s", "decode_energy_j_per_token"}
+    | {"peak_mem_bytes", "peak_mem_above_start_bytes", "nvml_used_bytes"}
+)
+"""Fields of a prediction that are this run's clock, memory and energy readings: they differ between two
+runs of the same job, every other field does not."""
+
+
 def generate_one(runner, tokenizer, prompt: dict, max_new_tokens: int, probe: MemoryProbe) -> dict:
     ids = prompt_ids(tokenizer, prompt)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

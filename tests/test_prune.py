@@ -141,3 +141,48 @@ def test_a_released_checkpoint_replaces_native_pruning_and_is_prompted_as_itself
     predictions = read_jsonl(tmp_path / "p.jsonl")
     assert [p["eos_token_ids"] for p in predictions] == [[128001], [128001]]
     assert all(p["status"] == "ok" and p["chat_template"] is False for p in predictions)
+
+
+def smollm2_shaped(layers: int = 2):
+    """SmolLM2-135M's widths (576 channels, 9 query heads in 3 GQA groups, 1536 neurons), random."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        head_dim=64,
+        num_hidden_layers=layers,
+        vocab_size=128,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def test_a_target_the_heads_forbid_fails_before_calibration_naming_the_numbers():
+    """0.75 of 576 channels in multiples of 64 (448) is not a multiple of 9 heads, which transformers
+    rejects on save; lcm(64, 9) = 576 would prune nothing, so it is an error before the calibration pass."""
+    from lcopt.techniques.prune import pruned_shape
+
+    cfg = smollm2_shaped().config
+    with pytest.raises(
+        ValueError, match=r"0\.75 of 576 embedding channels \(multiple_of 64 and 9 query heads\) in multiples of 576"
+    ):
+        pruned_shape(cfg, PruneTarget(hidden=0.75, intermediate=0.667, heads=1.0, multiple_of=64))
+    assert pruned_shape(cfg, PruneTarget(0.75, 0.667, 1.0, 16)).hidden == 432  # lcm(16, 9) = 144
+
+
+def test_pruning_a_gqa_group_lets_the_hidden_width_follow_and_the_model_reloads(tmp_path):
+    model = smollm2_shaped()
+    pruned = prune(
+        model, random_scores(model), PruneTarget(hidden=0.667, intermediate=0.667, heads=0.667, multiple_of=64)
+    )
+    c = pruned.config
+    assert (c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_key_value_heads) == (384, 1024, 6, 2)
+    pruned.save_pretrained(tmp_path)
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.tensor([[1, 2, 3, 4]])
+    torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(tmp_path)(ids).logits, pruned(ids).logits)

@@ -14,6 +14,7 @@ pruned model is used as is, which is the point of measuring it.
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,8 +82,42 @@ def importance(model, batches: list[dict]) -> dict[str, torch.Tensor]:
     return dict(scores)
 
 
-def _keep(scores: torch.Tensor, fraction: float, multiple_of: int = 1) -> torch.Tensor:
-    n = min(scores.numel(), max(multiple_of, round(scores.numel() * fraction / multiple_of) * multiple_of))
+def _kept(total: int, fraction: float, step: int, what: str) -> int:
+    """`fraction` of `total` units, rounded to a multiple of `step`; an error where that rounds back to
+    all of them (a target that silently prunes nothing)."""
+    n = min(total, max(step, round(total * fraction / step) * step))
+    if fraction < 1 and n == total:
+        raise ValueError(
+            f"prune: keeping {fraction} of {total} {what} in multiples of {step} keeps all {total}; "
+            "lower the kept fraction or prune.multiple_of"
+        )
+    return n
+
+
+@dataclass(frozen=True)
+class PrunedShape:
+    hidden: int
+    intermediate: int
+    kv_groups: int
+
+
+def pruned_shape(cfg, target: PruneTarget) -> PrunedShape:
+    """The kept widths, checked before any calibration pass. transformers rejects a config whose
+    hidden size is not a multiple of its query heads, so embedding channels are kept in multiples of
+    lcm(multiple_of, kept query heads): SmolLM2-135M's 9 heads and 576 channels allow no 0.75 cut in
+    multiples of 64, and pruning one of its 3 GQA groups (6 heads) allows 384."""
+    group = cfg.num_attention_heads // cfg.num_key_value_heads
+    kv_groups = max(1, round(cfg.num_key_value_heads * target.heads))
+    step = math.lcm(target.multiple_of, kv_groups * group)
+    what = f"embedding channels (multiple_of {target.multiple_of} and {kv_groups * group} query heads)"
+    return PrunedShape(
+        hidden=_kept(cfg.hidden_size, target.hidden, step, what),
+        intermediate=_kept(cfg.intermediate_size, target.intermediate, target.multiple_of, "MLP neurons"),
+        kv_groups=kv_groups,
+    )
+
+
+def _top(scores: torch.Tensor, n: int) -> torch.Tensor:
     return scores.topk(n).indices.sort().values
 
 
@@ -104,8 +139,9 @@ def prune(model, scores: dict[str, torch.Tensor], target: PruneTarget):
     cfg = model.config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     group = cfg.num_attention_heads // cfg.num_key_value_heads
-    hidden_idx = _keep(scores["hidden"], target.hidden, target.multiple_of)
-    n_groups = max(1, round(cfg.num_key_value_heads * target.heads))
+    shape = pruned_shape(cfg, target)
+    hidden_idx = _top(scores["hidden"], shape.hidden)
+    n_groups = shape.kv_groups
     for i, layer in enumerate(model.model.layers):
         attn, mlp = layer.self_attn, layer.mlp
         groups = scores[f"heads.{i}"].topk(n_groups).indices.sort().values
@@ -116,7 +152,7 @@ def prune(model, scores: dict[str, torch.Tensor], target: PruneTarget):
         _slice(attn.k_proj, kv_rows, hidden_idx)
         _slice(attn.v_proj, kv_rows, hidden_idx)
         _slice(attn.o_proj, hidden_idx, q_rows)
-        neurons = _keep(scores[f"mlp.{i}"], target.intermediate, target.multiple_of)
+        neurons = _top(scores[f"mlp.{i}"], shape.intermediate)
         _slice(mlp.gate_proj, neurons, hidden_idx)
         _slice(mlp.up_proj, neurons, hidden_idx)
         _slice(mlp.down_proj, hidden_idx, neurons)
@@ -210,6 +246,7 @@ class Prune(ModelTechnique):
         target = PruneTarget(
             options["hidden"], options["intermediate"], options["heads"], options.get("multiple_of", 1)
         )
+        pruned_shape(model.config, target)  # an impossible target fails here, not after calibration
         scores = importance(model, calibration_batches(tokenizer, calibration, options["calibration_tokens"], "cpu"))
         before = sum(p.numel() for p in model.parameters())
         prune(model, scores, target)

@@ -1,10 +1,12 @@
 """KIVI: packing is bit-exact, quantization matches a plain re-implementation of the paper's equations,
 and the cache keeps the paper's layout (per-channel keys in blocks, per-token values, exact residual)."""
 
+from itertools import pairwise
+
 import pytest
 import torch
 
-from lcopt.techniques.kivi import KIVICache, KIVILayer, dequantize, pack, quantize, unpack
+from lcopt.techniques.kivi import KIVICache, KIVILayer, concat, dequantize, pack, quantize, unpack
 
 
 @pytest.mark.parametrize("bits", [2, 4])
@@ -76,7 +78,7 @@ def test_layer_layout_through_prefill_and_decode():
     total = 190
     all_k, all_v = torch.cat(seen_k, -2), torch.cat(seen_v, -2)
     assert layer.get_seq_length() == total == out_k.shape[-2] == out_v.shape[-2]
-    assert sum(b.shape[-2] for b in layer.key_blocks) == total // 64 * 64  # whole blocks only
+    assert layer.quantized_keys.shape[-2] == total // 64 * 64  # whole blocks only
     assert layer.keys.shape[-2] == total % 64
     assert layer.values.shape[-2] == 64  # the newest 64 values stay exact
     assert torch.equal(out_k[..., -(total % 64) :, :], all_k[..., -(total % 64) :, :])
@@ -159,3 +161,20 @@ def test_cache_bytes_grow_at_the_quantized_rate():
     full = 2 * 640 * 2 * 32 * 4  # keys and values, 640 tokens, 2 heads, 32 channels, fp32
     scales = 2 * 640 * 2 * 32 // 32 * 2 * 4  # one (scale, min) pair of fp32 per group of 32
     assert grown == full // 8 + scales
+
+
+@pytest.mark.parametrize(("axis", "bits"), [(-2, 4), (-1, 4), (-2, 2), (-1, 2)])
+def test_blocks_appended_along_tokens_equal_one_block_quantized_at_once(axis, bits):
+    """Keys (groups along tokens) and values (groups along channels) in whole groups: appending blocks
+    is exact, so the cache can hold one block however many decode steps appended to it."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 256, 64)
+    cuts = [0, 64, 128, 160, 256] if axis == -1 else [0, 128, 160, 256]  # 160: a boundary of 32-token groups
+    merged = None
+    for a, b in pairwise(cuts):
+        merged = concat(merged, quantize(x[..., a:b, :], bits, 32, axis), dim=-2)
+    whole = quantize(x, bits, 32, axis)
+    assert merged.shape == whole.shape == tuple(x.shape)
+    for name in ("codes", "minimum", "scale"):
+        assert torch.equal(getattr(merged, name), getattr(whole, name)), name
+    assert torch.equal(dequantize(merged), dequantize(whole))

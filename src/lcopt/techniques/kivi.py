@@ -80,6 +80,30 @@ def quantize(x: torch.Tensor, bits: int, group_size: int, axis: int) -> Quantize
     return QuantizedBlock(pack(codes, bits), minimum, scale, bits, group_size, axis, tuple(x.shape))
 
 
+def concat(block: QuantizedBlock | None, new: QuantizedBlock, dim: int) -> QuantizedBlock:
+    """`new` after `block` along `dim` of the original tensors (same bits, group size and axis): one
+    block however many are appended, so a read costs one dequantization, not one per decode step.
+    Exact where `block` holds whole groups (and whole bytes) along `dim`, as KIVI's blocks do."""
+    if block is None:
+        return new
+    ndim = len(new.shape)
+    dim, axis = dim % ndim, new.axis % ndim
+    # codes are laid out with `axis` moved last; minimum and scale add (groups, 1) after the others,
+    # so `dim` sits at the same position in all three
+    at = [d for d in range(ndim) if d != axis].index(dim) if dim != axis else ndim - 1
+    shape = list(block.shape)
+    shape[dim] += new.shape[dim]
+    return QuantizedBlock(
+        torch.cat([block.codes, new.codes], dim=at),
+        torch.cat([block.minimum, new.minimum], dim=at),
+        torch.cat([block.scale, new.scale], dim=at),
+        new.bits,
+        new.group_size,
+        new.axis,
+        tuple(shape),
+    )
+
+
 def dequantize(block: QuantizedBlock) -> torch.Tensor:
     codes = unpack(block.codes, block.bits)
     groups = codes.reshape(*codes.shape[:-1], -1, block.group_size).to(block.scale.dtype)
@@ -97,8 +121,8 @@ class KIVILayer(DynamicLayer):
         if residual_length % group_size:
             raise ValueError(f"residual_length {residual_length} must be a multiple of group_size {group_size}")
         self.bits, self.group_size, self.residual_length = bits, group_size, residual_length
-        self.key_blocks: list[QuantizedBlock] = []
-        self.value_blocks: list[QuantizedBlock] = []
+        self.quantized_keys: QuantizedBlock | None = None
+        self.quantized_values: QuantizedBlock | None = None
         self.cumulative_length = 0
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
@@ -115,11 +139,13 @@ class KIVILayer(DynamicLayer):
         values = torch.cat([self.values, value_states], dim=-2)
         full_blocks = keys.shape[-2] // self.residual_length * self.residual_length
         if full_blocks:  # per-channel groups along tokens: quantize whole blocks only
-            self.key_blocks.append(quantize(keys[..., :full_blocks, :], self.bits, self.group_size, axis=-2))
+            block = quantize(keys[..., :full_blocks, :], self.bits, self.group_size, axis=-2)
+            self.quantized_keys = concat(self.quantized_keys, block, dim=-2)
             keys = keys[..., full_blocks:, :]
         overflow = values.shape[-2] - self.residual_length
         if overflow > 0:  # per-token groups along channels: quantize what leaves the window
-            self.value_blocks.append(quantize(values[..., :overflow, :], self.bits, self.value_group, axis=-1))
+            block = quantize(values[..., :overflow, :], self.bits, self.value_group, axis=-1)
+            self.quantized_values = concat(self.quantized_values, block, dim=-2)
             values = values[..., overflow:, :]
         self.keys, self.values = keys.contiguous(), values.contiguous()
         if prefill:
@@ -127,16 +153,17 @@ class KIVILayer(DynamicLayer):
         return self._read()
 
     def _read(self) -> tuple[torch.Tensor, torch.Tensor]:
-        keys = torch.cat([*(dequantize(b) for b in self.key_blocks), self.keys], dim=-2)
-        values = torch.cat([*(dequantize(b) for b in self.value_blocks), self.values], dim=-2)
-        return keys, values
+        def read(quantized: QuantizedBlock | None, exact: torch.Tensor) -> torch.Tensor:
+            return exact if quantized is None else torch.cat([dequantize(quantized), exact], dim=-2)
+
+        return read(self.quantized_keys, self.keys), read(self.quantized_values, self.values)
 
     def get_seq_length(self) -> int:
         return self.cumulative_length
 
     def reset(self) -> None:
         super().reset()
-        self.key_blocks, self.value_blocks, self.cumulative_length = [], [], 0
+        self.quantized_keys, self.quantized_values, self.cumulative_length = None, None, 0
 
 
 class KIVICache(Cache):

@@ -190,3 +190,35 @@ def test_failed_and_empty_predictions_reach_the_tables(tmp_path):
     assert "Prompts of m are the plain task template" in text
     pairs = pl.read_csv(tmp_path / "tables" / "paired.csv")
     assert pairs.filter(pl.col("metric") == "score").row(0, named=True)["n_dropped"] == 1
+
+
+def test_random_weight_cells_reach_the_system_tables_without_paired_scores(tmp_path):
+    """`init: random` predictions are scored as "not measured" (no metrics per sample); the tables
+    still build, with their system figures and no paired or compounding rows (the H200 workflow run
+    failed here with KeyError 'score' before)."""
+    from lcopt import synthetic
+    from lcopt.aggregate import write_tables
+    from lcopt.io import write_jsonl_atomic
+    from lcopt.scoring import score_file
+
+    rows = list(synthetic.generate("passkey", 64, 2, seed=1))
+    write_jsonl_atomic(tmp_path / "rows.jsonl", rows)
+    write_jsonl_atomic(tmp_path / "prompts.jsonl", [{"_id": r["_id"], "prompt": r["context"]} for r in rows])
+    summaries = []
+    for stack in ("baseline", "kivi4"):
+        preds = [
+            {"_id": r["_id"], "status": "ok", "prediction": "noise", "init": "random", "tpot_s": 0.004} for r in rows
+        ]
+        write_jsonl_atomic(tmp_path / f"{stack}.jsonl", preds)
+        labels = {"model": "m", "stack": stack, "dataset": "pk"}
+        summary = tmp_path / f"{stack}.summary.json"
+        score_file("passkey", tmp_path / f"{stack}.jsonl", tmp_path / "rows.jsonl", tmp_path / "prompts.jsonl",
+                   tmp_path / f"{stack}.samples.jsonl", summary, labels)  # fmt: skip
+        summaries.append(summary)
+    long = write_tables(summaries, tmp_path / "tables")
+    assert set(long.filter(pl.col("kind") == "system")["stack"]) == {"baseline", "kivi4"}
+    assert not long["quality_measured"].any()
+    assert pl.read_csv(tmp_path / "tables" / "paired.csv").is_empty()
+    assert pl.read_csv(tmp_path / "tables" / "compounding.csv").is_empty()
+    text = (tmp_path / "tables" / "summary.md").read_text()
+    assert "| m | kivi4 | pk | qa_f1 | — | — | — | — | not measured | — | 2 |" in text and "nan" not in text

@@ -119,6 +119,24 @@ def fake_samples() -> dict:
     return out
 
 
+def test_a_run_without_measured_quality_draws_every_figure(tmp_path):
+    """Random weights (`init: random`): quality values are null, system figures real. Every figure is
+    still written (the H200 workflow run's plots job failed on the null scores before)."""
+    long = fake_long(roofline=True).with_columns(
+        pl.when(pl.col("kind") == "quality").then(None).otherwise(pl.col(c)).alias(c)
+        for c in ("value", "ci_low", "ci_high")
+    )
+    per_sample = fake_per_sample().with_columns(pl.lit(None, dtype=pl.Float64).alias("score"))
+    long.write_parquet(tmp_path / "long.parquet")
+    per_sample.write_parquet(tmp_path / "per_sample.parquet")
+    compounding(fake_samples(), resamples=50).clear().write_csv(tmp_path / "compounding.csv")
+    plan = figures(["m"], {d: fam for d, (_, fam, _, _) in DATASETS.items()})
+    outputs = [tmp_path / "plots" / f.path for f in plan]
+    plots.write_plots(tmp_path / "long.parquet", tmp_path / "compounding.csv", tmp_path / "per_sample.parquet",
+                      plan, outputs)  # fmt: skip
+    assert all(path.read_bytes()[:8] == PNG for path in outputs)
+
+
 def test_error_bars_clip_a_rounding_miss():
     assert plots._err_bars(1.0, 1.0000000000000002, 1.0) == (0.0, 0.0)
     assert plots._err_bars(0.5, 0.25, 0.75) == (25.0, 25.0)

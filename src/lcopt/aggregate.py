@@ -121,10 +121,13 @@ def samples_path(summary_path: Path) -> Path:
 
 
 def load_samples(summary_paths: list[Path]) -> Samples:
-    """Every stack's per-sample records, grouped by (model, dataset)."""
+    """Every stack's per-sample quality records, grouped by (model, dataset). Cells whose quality was
+    not measured (random weights: a system run) have no scores to pair and are left out."""
     out: Samples = {}
     for path in summary_paths:
         s = json.loads(Path(path).read_text())
+        if not s.get("quality_measured", True):
+            continue
         records = read_jsonl(samples_path(path))
         out.setdefault((s["model"], s["dataset"]), {})[s["stack"]] = {r["_id"]: r for r in records}
     return out
@@ -305,7 +308,7 @@ def compounding(samples: Samples, seed: int = 0, resamples: int = 1000) -> pl.Da
 
 
 def _fmt(value, scale: float = 1.0, digits: int = 1) -> str:
-    return "—" if value is None else f"{value * scale:.{digits}f}"
+    return "—" if value is None or value != value else f"{value * scale:.{digits}f}"  # None or NaN
 
 
 def _fmt_ci(low, high, scale: float = 100.0) -> str:
@@ -354,10 +357,13 @@ def markdown(long: pl.DataFrame, pairs: pl.DataFrame | None = None, comp: pl.Dat
         failed = f"{r['n_failed']} ({r['failures']})" if r["n_failed"] and r.get("failures") else r["n_failed"]
         p = by_cell.get((r["model"], r["stack"], r["dataset"]), {})
         marked = {True: "yes", False: "no"}.get(p.get("distinguishable"), "—")
+        score, ci = _fmt(r["value"], 100), f"{_fmt(r['ci_low'], 100)}–{_fmt(r['ci_high'], 100)}"
+        if not r.get("quality_measured", True):
+            score, ci = "not measured", "—"
         lines.append(
             f"| {r['model']} | {r['stack']} | {r['dataset']} | {r['longbench_metric']} | {_fmt(p.get('value'), 100)} "
             f"| {_signed(p.get('diff'))} | {_fmt_ci(p.get('diff_ci_low'), p.get('diff_ci_high'))} | {marked} "
-            f"| {_fmt(r['value'], 100)} | {_fmt(r['ci_low'], 100)}–{_fmt(r['ci_high'], 100)} | {r['n']} | {failed} "
+            f"| {score} | {ci} | {r['n']} | {failed} "
             f"| {p.get('n_dropped', '—')} | {r.get('n_empty_predictions', '—')} | {r.get('n_truncated', '—')} |"
         )
     lines += [

@@ -617,9 +617,10 @@ def write_plots(
     long_parquet: Path, compounding_csv: Path, per_sample_parquet: Path, plan: list[Figure], outputs: list[Path]
 ) -> None:
     """Draw each figure of the plan to its output path (the two lists in the same order)."""
-    long = pl.read_parquet(long_parquet)
+    # quality not measured (random weights: a system run) is null, not a score of 0: drawn as absent
+    long = pl.read_parquet(long_parquet).filter((pl.col("kind") != "quality") | pl.col("value").is_not_null())
     compounding = pl.read_csv(compounding_csv)
-    per_sample = pl.read_parquet(per_sample_parquet)
+    per_sample = pl.read_parquet(per_sample_parquet).filter((pl.col("status") != "ok") | pl.col("score").is_not_null())
     for figure, path in zip(plan, outputs, strict=True):
         if not str(path).endswith(figure.path):
             raise ValueError(f"output {path} is not figure {figure.path}: plan and outputs out of order")

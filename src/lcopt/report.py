@@ -14,8 +14,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import polars as pl
+if TYPE_CHECKING:  # polars is imported where tables are built: the rules that only list figures run without it
+    import polars as pl
 
 from lcopt.io import read_jsonl
 
@@ -140,6 +142,8 @@ def per_sample_table(
     """One row per scored sample: (model, stack, dataset, task) from `cells` (in the order of `samples`),
     its status and score, and from the dataset row its context `length` (words) and needle `depth`
     (0 = start of the context, 1 = end; null where the dataset has none, e.g. LongBench)."""
+    import polars as pl
+
     schema = {
         "model": pl.Utf8,
         "stack": pl.Utf8,
@@ -199,6 +203,8 @@ def level(stack: str) -> int:
 def results_table(long: pl.DataFrame) -> pl.DataFrame:
     """One row per (model, stack, dataset): LongBench's score with its 95% CI, the precision/recall split
     and the system figures, in reading units."""
+    import polars as pl
+
     keys = ["model", "stack", "dataset"]
     score = long.filter((pl.col("kind") == "quality") & (pl.col("metric") == "score")).select(
         *keys,
@@ -233,6 +239,7 @@ def results_table(long: pl.DataFrame) -> pl.DataFrame:
 def results_table_html(long: pl.DataFrame) -> str:
     """A standalone HTML page: the results table as an ITables DataTable (sort by any column, search,
     page), with DataTables itself embedded so that it needs no network."""
+
     from itables import to_html_datatable
     from itables.javascript import generate_init_offline_itables_html
     from itables.options import dt_bundle
@@ -285,6 +292,8 @@ def _device(provenance: dict) -> str:
 
 def has_gpu_data(long: pl.DataFrame) -> bool:
     """Whether the run recorded roofline (theoretical) times, which only GPU runs do."""
+    import polars as pl
+
     return not long.filter(
         (pl.col("kind") == "system") & pl.col("metric").str.starts_with("roofline_") & pl.col("value").is_not_null()
     ).is_empty()
@@ -296,6 +305,8 @@ def _count(n: int, noun: str) -> str:
 
 def run_rst(provenance: dict, long: pl.DataFrame) -> str:
     """reStructuredText: the matrix that ran, where, with which versions."""
+    import polars as pl
+
     config = provenance.get("config", {})
     models = sorted(long["model"].unique().to_list())
     stacks = sorted(long["stack"].unique().to_list(), key=lambda s: (level(s), s))

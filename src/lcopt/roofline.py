@@ -31,7 +31,12 @@ def prefill_flops(model, n: int) -> float:
 
     g = cache_geometry(model.config)
     embed = model.get_input_embeddings().weight.numel()
-    params = sum(p.numel() for p in model.parameters()) - embed
+    params = -embed
+    for module in model.modules():
+        if hasattr(module, "weight_bytes"):  # a quantized layer: packed codes are buffers, its matmul is full size
+            params += module.in_features * module.out_features
+        else:
+            params += sum(p.numel() for p in module.parameters(recurse=False))
     return 2 * params * n + 2 * g["layers"] * g["q_heads"] * g["head_dim"] * n * n
 
 

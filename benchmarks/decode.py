@@ -11,7 +11,9 @@ measured against:
   causal attention) over the bf16 matmul rate measured in this run.
 
 Paths: `fast:<cache>` (lcopt's engine: CUDA graph, static cache, fused decode attention),
-`reference:<cache>` (`generate` with a dynamic cache or lcopt's reference KIVI cache),
+`reference:<cache>` (`generate` with a dynamic cache, lcopt's reference KIVI cache, or `quanto4`:
+transformers' own `QuantizedCache` with optimum-quanto; such a row has no roofline: its cache bytes
+are the library's),
 `hf-static` (`generate` with transformers' static cache and its automatic compile), and the same with
 4-bit weights (`gptq4`: random codes in tinygemm's layout, the kernel lcopt converts GPTQ checkpoints
 to). Writes a JSON file and prints a Markdown table.
@@ -90,10 +92,21 @@ def to_int4(model, group_size: int = 128) -> None:
     torch.cuda.empty_cache()
 
 
-def cache_bytes_per_token(model, kv: str) -> float:
-    from lcopt.engine import static_cache_factory
+def cache_options(kv: str) -> dict:
+    """The cache method's options as a config that leaves them out gets them (its schema's defaults)."""
+    if kv == "none":
+        return {}
+    from lcopt.techniques import get
 
-    return static_cache_factory(kv, model, {})(128).bytes_per_token()
+    properties = get(kv).options_schema.get("properties", {})
+    return {k: v["default"] for k, v in properties.items() if "default" in v}
+
+
+def cache_bytes_per_token(model, kv: str) -> float | None:
+    """Bytes per cached token in the fast engine's format; None for a method it does not run (quanto4)."""
+    from lcopt.engine import has_static_cache, static_cache_factory
+
+    return static_cache_factory(kv, model, cache_options(kv))(128).bytes_per_token() if has_static_cache(kv) else None
 
 
 class Energy:
@@ -115,7 +128,7 @@ def run_fast(model, kv, ids, new_tokens):
     """lcopt's engine; warmed up (graph captured, kernels compiled) before the timed call."""
     from lcopt.engine import FastEngine, static_cache_factory
 
-    engine = FastEngine(model, static_cache_factory(kv, model, {}))
+    engine = FastEngine(model, static_cache_factory(kv, model, cache_options(kv)))
     engine.reserve(len(ids) + new_tokens)
     engine.generate(ids[-256:], 8, stop=set())
 
@@ -131,7 +144,7 @@ def run_reference(model, kv, ids, new_tokens):
     """`generate` with lcopt's reference cache for `kv` (none: transformers' DynamicCache)."""
     from lcopt.inference import ReferenceRunner
 
-    runner = ReferenceRunner(model, kv, {}, "cuda")
+    runner = ReferenceRunner(model, kv, cache_options(kv), "cuda")
     runner.generate(ids[-256:], 8, pad_token_id=0)
     return lambda: runner.generate(ids, new_tokens, pad_token_id=0)[1]
 
@@ -235,25 +248,33 @@ def main(argv=None) -> None:
                 mean_len = n + args.new_tokens / 2
                 from lcopt.roofline import prefill_flops, weight_bytes
 
-                read = weight_bytes(model) + cache_bytes_per_token(model, kv) * mean_len
-                row["decode_bytes"] = read
-                for label, bw in (("datasheet", meta["datasheet_bytes_per_s"]), ("copy", meta["copy_bytes_per_s"])):
-                    if bw:
-                        row[f"roofline_decode_s_{label}"] = read / bw
+                per_token = cache_bytes_per_token(model, kv)
+                if per_token is not None:
+                    read = weight_bytes(model) + per_token * mean_len
+                    row["decode_bytes"] = read
+                    for label, bw in (("datasheet", meta["datasheet_bytes_per_s"]), ("copy", meta["copy_bytes_per_s"])):
+                        if bw:
+                            row[f"roofline_decode_s_{label}"] = read / bw
                 row["prefill_flops"] = prefill_flops(model, n)
-                if row.get("tpot_median_s"):
-                    roofline = row.get("roofline_decode_s_datasheet", 0)
-                    row["roofline_fraction_datasheet"] = roofline / row["tpot_median_s"]
+                if row.get("tpot_median_s") and row.get("roofline_decode_s_datasheet"):
+                    row["roofline_fraction_datasheet"] = row["roofline_decode_s_datasheet"] / row["tpot_median_s"]
                 if row.get("ttft_s"):
                     row["prefill_flops_per_s"] = row["prefill_flops"] / row["ttft_s"]
                     row["prefill_fraction_of_matmul"] = row["prefill_flops_per_s"] / meta["bf16_matmul_flops"]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+                save(args.out, meta, rows)  # every row as it comes: a run stopped at its time limit keeps them
         del model
         torch.cuda.empty_cache()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    save(args.out, meta, rows)
     print(table(meta, rows))
+
+
+def save(path: Path, meta: dict, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    tmp.replace(path)
 
 
 def table(meta: dict, rows: list[dict]) -> str:

@@ -111,20 +111,23 @@ def test_random_8b_bf16_differs_from_generate_only_at_near_ties(shared_assets):
         assert gap < 0.05  # a tie at bf16's resolution of these logits (|logit| ~ 1-5: ulp 2^-7..2^-5)
 
 
-def test_tinygemm_int4_on_the_gpu_equals_dequantized_weights():
+@pytest.mark.parametrize(("width", "group_size"), [(4096, 128), (576, 64)])  # the 8B's; SmolLM2's (shallower tiles)
+def test_tinygemm_int4_on_the_gpu_equals_dequantized_weights(width, group_size):
     from lcopt.int4 import TinyGemmLinear
 
     torch.manual_seed(0)
-    codes = torch.randint(0, 16, (4096, 4096), dtype=torch.uint8, device="cuda")
-    scales = torch.rand(32, 4096, device="cuda") * 0.02
-    zeros = torch.randint(0, 16, (32, 4096), device="cuda").float()
-    layer = TinyGemmLinear(codes, scales, zeros, 128)
-    group = torch.arange(4096, device="cuda") // 128
+    groups = width // group_size
+    codes = torch.randint(0, 16, (4096, width), dtype=torch.uint8, device="cuda")
+    scales = torch.rand(groups, 4096, device="cuda") * 0.02
+    zeros = torch.randint(0, 16, (groups, 4096), device="cuda").float()
+    layer = TinyGemmLinear(codes, scales, zeros, group_size)
+    group = torch.arange(width, device="cuda") // group_size
     weight = (scales[group].t() * (codes.float() - zeros[group].t())).bfloat16()
-    x = torch.randn(3, 4096, device="cuda").bfloat16()
-    expected = x.float() @ weight.float().t()
-    err = (layer(x).float() - expected).norm() / expected.norm()
-    assert err < 1e-2, err
+    for rows in (3, 40):  # decode (the int4 kernel) and prefill (dequantized for cuBLAS)
+        x = torch.randn(rows, width, device="cuda").bfloat16()
+        expected = x.float() @ weight.float().t()
+        err = (layer(x).float() - expected).norm() / expected.norm()
+        assert err < 1e-2, (rows, err)
 
 
 def multi_news_ids(tokenizer, shared_assets, tokens: int) -> list[int]:

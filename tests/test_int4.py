@@ -1,31 +1,39 @@
-"""GPTQ layers convert exactly into tinygemm's int4 layout (the GPU kernel lcopt runs 4-bit weights on)."""
+"""GPTQ checkpoints load exactly into tinygemm's int4 layout (the GPU kernel lcopt runs 4-bit weights on)."""
 
-import copy
+import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from lcopt.int4 import TinyGemmLinear, convert_gptq, gptq_parts, is_gptq_layer
+from lcopt.int4 import TinyGemmLinear, gptq_format, gptq_parts, load_gptq_checkpoint
 from lcopt.models import DEMO_MODEL, load_variant, write_technique_variant, write_variant
 
 OPTIONS = {"group_size": 128, "desc_act": False, "calibration_samples": 4, "calibration_tokens": 256}
 
 
+def is_gptq_layer(module) -> bool:
+    return hasattr(module, "qweight") and hasattr(module, "qzero_format")
+
+
 @pytest.fixture(scope="module")
-def gptq_model(tmp_path_factory):
-    """The demo model as a real GPTQ checkpoint (round-to-nearest through GPTQModel), loaded on the CPU."""
+def gptq_checkpoint(tmp_path_factory) -> tuple[torch.nn.Module, Path]:
+    """The demo model as a real GPTQ checkpoint (round-to-nearest through GPTQModel): the model GPTQModel
+    loads on the CPU, and the checkpoint's directory."""
     d = tmp_path_factory.mktemp("int4")
     write_variant("demo", "baseline", DEMO_MODEL, d / "baseline.json")
     write_technique_variant("demo", "rtn4", "rtn4", d / "baseline.json", d / "rtn4", d / "rtn4.json", OPTIONS)
     model, _, _ = load_variant(d / "rtn4.json", "cpu", "float32")
-    return model
+    return model, Path(json.loads((d / "rtn4.json").read_text())["weights"])
 
 
-def test_gptq_parts_reproduce_gptqmodels_own_dequantization(gptq_model):
-    layers = [m for m in gptq_model.modules() if is_gptq_layer(m)]
-    assert len(layers) == 7 * gptq_model.config.num_hidden_layers
+def test_gptq_parts_reproduce_gptqmodels_own_dequantization(gptq_checkpoint):
+    model, _ = gptq_checkpoint
+    layers = [m for m in model.modules() if is_gptq_layer(m)]
+    assert len(layers) == 7 * model.config.num_hidden_layers
     for layer in layers:
-        codes, scales, zeros, perm = gptq_parts(layer)
+        v1 = layer.qzero_format() == 1
+        codes, scales, zeros, perm = gptq_parts(layer.qweight, layer.qzeros, layer.scales, layer.g_idx, 128, v1)
         assert perm is None  # desc_act off: groups are sequential
         group = torch.arange(layer.in_features) // layer.group_size
         mine = scales[group].t() * (codes.float() - zeros[group].t())  # [out, in]
@@ -34,25 +42,83 @@ def test_gptq_parts_reproduce_gptqmodels_own_dequantization(gptq_model):
         torch.testing.assert_close(mine, theirs, rtol=2**-10, atol=0)
 
 
-def test_converted_layers_compute_what_the_gptq_layers_compute(gptq_model):
+def pack_gptq_v1(codes: torch.Tensor, zeros: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """codes [out, in] and zeros [groups, out] (1..15) as GPTQ v1's int32 qweight [in / 8, out] and
+    qzeros [groups, out / 8] (zero - 1 stored): eight 4-bit values a word, lowest bits first."""
+
+    def words(x: torch.Tensor) -> torch.Tensor:  # unsigned 32-bit values as int32's bits
+        return x - (x >= 2**31) * 2**32
+
+    c = codes.t().to(torch.int64).reshape(-1, 8, codes.shape[0])  # [in / 8, 8, out]
+    qweight = words(sum(c[:, i] << (4 * i) for i in range(8))).to(torch.int32)
+    z = (zeros - 1).to(torch.int64).reshape(zeros.shape[0], -1, 8)  # [groups, out / 8, 8]
+    qzeros = words(sum(z[..., i] << (4 * i) for i in range(8))).to(torch.int32)
+    return qweight, qzeros
+
+
+def test_act_order_checkpoints_become_a_permutation_of_the_inputs():
+    """A GPTQ layer quantized in act-order stores shuffled group indices: the loaded layer permutes its
+    inputs and computes x W^T with W = scale[g(i)] * (code - zero[g(i)])."""
     torch.manual_seed(0)
-    layer = gptq_model.model.layers[0]
-    probes = {  # (module path, input)
-        "self_attn.q_proj": torch.randn(5, gptq_model.config.hidden_size),
-        "mlp.gate_proj": torch.randn(5, gptq_model.config.hidden_size),
-        "mlp.down_proj": torch.randn(5, gptq_model.config.intermediate_size),
-    }
-    # GPTQModel's CPU layer repacks itself at its first forward: run the originals on a copy
-    original = copy.deepcopy(layer)
-    before = {name: original.get_submodule(name)(x) for name, x in probes.items()}
-    assert convert_gptq(gptq_model, "cpu", torch.float32) == 7 * gptq_model.config.num_hidden_layers
-    assert not any(is_gptq_layer(m) for m in gptq_model.modules())
-    for name, x in probes.items():
-        converted = layer.get_submodule(name)
-        assert isinstance(converted, TinyGemmLinear)
-        # the same 4-bit weights; tinygemm takes bf16 activations: equal up to bf16 rounding
-        err = (converted(x) - before[name]).norm() / before[name].norm()
-        assert err < 1e-2, (name, err)
+    out_f, in_f, group = 16, 256, 64
+    codes = torch.randint(0, 16, (out_f, in_f))
+    zeros = torch.randint(1, 16, (in_f // group, out_f))
+    scales = torch.rand(in_f // group, out_f) * 0.1 + 0.01
+    g_idx = (torch.arange(in_f) // group)[torch.randperm(in_f)].to(torch.int32)  # act-order
+    qweight, qzeros = pack_gptq_v1(codes, zeros)
+    parts = gptq_parts(qweight, qzeros, scales, g_idx, group, v1=True)
+    assert parts[3] is not None
+    layer = TinyGemmLinear(*parts[:3], group, parts[3], dtype=torch.float32)
+    weight = scales[g_idx.long()].t() * (codes - zeros[g_idx.long()].t())  # [out, in], in the original order
+    x = torch.randn(3, in_f)
+    expected = x @ weight.t()
+    err = (layer(x) - expected).norm() / expected.norm()
+    assert err < 1e-2, err  # bf16 activations
+
+
+def test_a_gptq_checkpoint_loads_without_gptqmodel_and_computes_what_gptqmodel_computes(gptq_checkpoint):
+    gptq_model, weights = gptq_checkpoint
+    loaded = load_gptq_checkpoint(str(weights), "cpu", torch.float32)
+    layers = [m for m in loaded.modules() if isinstance(m, TinyGemmLinear)]
+    assert len(layers) == 7 * loaded.config.num_hidden_layers
+    assert not any(isinstance(m, torch.nn.Linear) for m in loaded.model.layers.modules())
+    assert loaded.lm_head.weight.dtype == torch.float32 and not loaded.lm_head.weight.is_meta  # the LM head stays
+    theirs = dict(gptq_model.named_parameters())
+    for name, p in loaded.named_parameters():
+        torch.testing.assert_close(p, theirs[name], rtol=0, atol=0)  # embeddings, norms: as saved
+    ids = torch.arange(5, 120)[None]
+    with torch.no_grad():
+        mine, expected = loaded(input_ids=ids).logits, gptq_model(input_ids=ids).logits
+    err = (mine - expected).norm() / expected.norm()
+    assert err < 2e-2, err  # the same 4-bit weights; tinygemm takes bf16 activations
+    assert (mine.argmax(-1) == expected.argmax(-1)).float().mean() > 0.9
+
+
+def test_only_4bit_gptq_checkpoints_load_into_tinygemm():
+    from transformers import LlamaConfig
+
+    config = LlamaConfig()
+    config.quantization_config = {"quant_method": "awq", "bits": 4, "format": "gemm"}
+    with pytest.raises(ValueError, match=r"quant_method 'awq'.*format 'gemm'"):
+        gptq_format(config)
+    config.quantization_config = {"quant_method": "gptq", "bits": 4, "group_size": 64, "checkpoint_format": "gptq"}
+    assert gptq_format(config) == (64, True)
+
+
+def test_tinygemm_takes_smollm2s_576_inputs_with_shallower_tiles():
+    """576 = 4.5 x 128: tinygemm's deepest tiles (8 x 16 inputs) do not fit SmolLM2's width; 4 x 16 do."""
+    torch.manual_seed(0)
+    codes = torch.randint(0, 16, (192, 576), dtype=torch.uint8)
+    scales, zeros = torch.rand(9, 192) * 0.1, torch.randint(0, 16, (9, 192)).float()
+    layer = TinyGemmLinear(codes, scales, zeros, 64, dtype=torch.float32)
+    assert layer.inner_k_tiles == 4
+    group = torch.arange(576) // 64
+    weight = scales[group].t() * (codes.float() - zeros[group].t())
+    x = torch.randn(2, 576)
+    err = (layer(x) - x @ weight.t()).norm() / (x @ weight.t()).norm()
+    assert err < 1e-2, err
+    with pytest.raises(ValueError, match="in_features % 32"):
+        TinyGemmLinear(torch.zeros(8, 48, dtype=torch.uint8), torch.ones(1, 8), torch.zeros(1, 8), 32)
 
 
 def test_the_prefill_dequantization_gives_the_kernels_weights():

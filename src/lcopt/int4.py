@@ -1,23 +1,26 @@
-"""4-bit weights on a GPU kernel that ships with PyTorch: GPTQ layers as tinygemm int4 matmuls.
+"""4-bit weights on a GPU kernel that ships with PyTorch: GPTQ checkpoints as tinygemm int4 matmuls.
 
 GPTQModel picks its kernel at load time: on a GPU that is Machete or Marlin, JIT-built on first use
 (Machete downloads CUTLASS, which fails offline; Marlin builds for minutes inside the first timed
-sample), and a model loaded on a CPU and moved keeps its CPU kernel. lcopt instead loads a GPTQ
-checkpoint on the CPU with `from_pretrained` (GPTQModel's torch layers, the checkpoint unchanged),
-then replaces every quantized layer by `TinyGemmLinear`, which runs PyTorch's own int4 weight-only
-matmul (`aten._weight_int4pack_mm`, the "tinygemm" kernel that torchao and gpt-fast use; no build, no
-download). The conversion is exact: GPTQ dequantizes `scale * (code - zero)`, tinygemm
+sample). On a GPU lcopt therefore reads a GPTQ checkpoint itself (`load_gptq_checkpoint`: the
+`qweight`, `qzeros`, `scales` and `g_idx` tensors GPTQModel and AutoGPTQ save) straight into
+`TinyGemmLinear`, which runs PyTorch's own int4 weight-only matmul (`aten._weight_int4pack_mm`, the
+"tinygemm" kernel that torchao and gpt-fast use; no build, no download, and no GPTQModel on the GPU
+machine). The conversion is exact: GPTQ dequantizes `scale * (code - zero)`, tinygemm
 `scale * (code - 8) + offset`, so `offset = (8 - zero) * scale`; act-order (`desc_act`) becomes a
 permutation of the input columns. On a CPU the same layer uses the CPU variant of that kernel.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-INNER_K_TILES = 8  # tinygemm's tile depth along the input; in_features must be a multiple of 16 x this
+INNER_K_TILES = (8, 4, 2)  # tinygemm's tile depths along the input, deepest first: in_features % (16 x it) == 0
 PREFILL_ROWS = 16  # more input rows than this: dequantize and use cuBLAS
 
 
@@ -36,25 +39,25 @@ def _unpack_cols(packed: torch.Tensor, bits: int = 4) -> torch.Tensor:
     return codes.reshape(packed.shape[0], -1).to(torch.uint8)
 
 
-def gptq_parts(layer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def gptq_parts(
+    qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, g_idx: torch.Tensor, group_size: int, v1: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(codes [out, in] uint8, scales [groups, out], zeros [groups, out], input permutation or None) of a
-    GPTQModel 4-bit layer, so that W[o, i] = scales[g(i), o] * (codes[o, i] - zeros[g(i), o])."""
-    if getattr(layer, "bits", None) != 4:
-        raise ValueError(f"{type(layer).__name__}: only 4-bit GPTQ layers convert to tinygemm")
-    codes = _unpack_rows(layer.qweight)[: layer.in_features].t().contiguous()
-    zeros = _unpack_cols(layer.qzeros)[:, : layer.out_features].to(torch.int32)
-    if layer.qzero_format() == 1:  # the GPTQ v1 checkpoint format stores zero - 1
-        zeros = zeros + 1
-    group = layer.group_size if layer.group_size > 0 else layer.in_features
-    g_idx = layer.g_idx.to(torch.long)[: layer.in_features]
-    sequential = torch.arange(layer.in_features, device=g_idx.device) // group
+    4-bit GPTQ layer's tensors, so that W[o, i] = scales[g(i), o] * (codes[o, i] - zeros[g(i), o]).
+    `v1`: the checkpoint format "gptq" (AutoGPTQ's, GPTQModel's default), which stores zero - 1."""
+    in_features, out_features = g_idx.numel(), scales.shape[1]
+    codes = _unpack_rows(qweight)[:in_features].t().contiguous()
+    zeros = _unpack_cols(qzeros)[:, :out_features].to(torch.int32) + int(v1)
+    group = group_size if group_size > 0 else in_features
+    g_idx = g_idx.to(torch.long)
+    sequential = torch.arange(in_features, device=g_idx.device) // group
     perm = None
     if not torch.equal(g_idx, sequential):  # act-order: sort the input columns by group
         perm = torch.argsort(g_idx, stable=True)
         codes = codes[:, perm]
         if not torch.equal(g_idx[perm], sequential):
-            raise ValueError(f"{type(layer).__name__}: groups of unequal size cannot be permuted into tinygemm groups")
-    return codes, layer.scales.float(), zeros.float(), perm
+            raise ValueError("GPTQ groups of unequal size cannot be permuted into tinygemm groups")
+    return codes, scales.float(), zeros.float(), perm
 
 
 class TinyGemmLinear(nn.Module):
@@ -65,11 +68,13 @@ class TinyGemmLinear(nn.Module):
     def __init__(self, codes, scales, zeros, group_size: int, perm=None, bias=None, dtype=torch.bfloat16):
         super().__init__()
         out_features, in_features = codes.shape
-        if in_features % (16 * INNER_K_TILES) or out_features % 8:
+        tiles = [t for t in INNER_K_TILES if in_features % (16 * t) == 0]
+        if not tiles or out_features % 8 or group_size not in (32, 64, 128, 256) or in_features % group_size:
             raise ValueError(
-                f"tinygemm needs in_features % {16 * INNER_K_TILES} == 0 and out_features % 8 == 0, "
-                f"got {in_features} x {out_features}"
+                f"tinygemm needs in_features % 32 == 0, out_features % 8 == 0 and groups of 32, 64, 128 or 256 "
+                f"inputs dividing in_features; got {in_features} x {out_features} in groups of {group_size}"
             )
+        self.inner_k_tiles = tiles[0]
         self.in_features, self.out_features, self.group_size, self.dtype = in_features, out_features, group_size, dtype
         offsets = (8 - zeros) * scales  # scale * (code - zero) = scale * (code - 8) + offset
         codes = codes.to(torch.uint8)
@@ -84,14 +89,13 @@ class TinyGemmLinear(nn.Module):
         self.register_buffer("perm", perm, persistent=False)
         self.register_buffer("bias", None if bias is None else bias.to(dtype), persistent=False)
 
-    @staticmethod
-    def pack(codes: torch.Tensor) -> torch.Tensor:
+    def pack(self, codes: torch.Tensor) -> torch.Tensor:
         """tinygemm's layout for the device the codes are on (its CUDA and CPU layouts differ): build the
         layer on the device it runs on."""
         if codes.is_cuda:
             pairs = (codes[:, ::2] << 4 | codes[:, 1::2]).contiguous()
-            return torch.ops.aten._convert_weight_to_int4pack(pairs, INNER_K_TILES)
-        return torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), INNER_K_TILES)
+            return torch.ops.aten._convert_weight_to_int4pack(pairs, self.inner_k_tiles)
+        return torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), self.inner_k_tiles)
 
     def dequantize(self) -> torch.Tensor:
         """The weights as a [out, in] bf16 matrix (scale * (code - 8) + offset per group)."""
@@ -122,27 +126,74 @@ class TinyGemmLinear(nn.Module):
         return sum(t.numel() * t.element_size() for t in (self.packed, self.scales_and_zeros))
 
 
-def is_gptq_layer(module) -> bool:
-    return all(hasattr(module, a) for a in ("qweight", "qzeros", "scales", "g_idx")) and hasattr(module, "qzero_format")
+def gptq_format(config) -> tuple[int, bool]:
+    """(group size, v1 zeros) of a 4-bit GPTQ checkpoint's `quantization_config`; an error for anything
+    else (AWQ, 8-bit, GPTQ v2's own packing), naming what was found."""
+    q = config.quantization_config
+    q = q if isinstance(q, dict) else q.to_dict()
+    method, bits = q.get("quant_method"), q.get("bits")
+    fmt = q.get("checkpoint_format") or q.get("format") or "gptq"
+    if method != "gptq" or bits != 4 or fmt not in ("gptq", "gptq_v2"):
+        raise ValueError(
+            f"{config.name_or_path}: tinygemm loads 4-bit GPTQ checkpoints (quant_method gptq, bits 4, format gptq or "
+            f"gptq_v2); this one is quant_method {method!r}, bits {bits!r}, format {fmt!r}"
+        )
+    return q.get("group_size", -1), fmt == "gptq"
 
 
-def convert_gptq(model, device, dtype=torch.bfloat16) -> int:
-    """Replace every 4-bit GPTQ layer of `model` by a `TinyGemmLinear` on `device`; returns how many."""
-    count = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if not is_gptq_layer(child):
-                continue
-            codes, scales, zeros, perm = gptq_parts(child)
-            bias = getattr(child, "bias", None)
-            group = child.group_size if child.group_size > 0 else child.in_features
-            layer = TinyGemmLinear(
-                codes.to(device), scales.to(device), zeros.to(device), group,
-                None if perm is None else perm.to(device), None if bias is None else bias.to(device), dtype,
-            )  # fmt: skip
-            setattr(parent, name, layer)
-            count += 1
-    return count
+def load_gptq_checkpoint(weights: str, device, dtype=torch.bfloat16, trust_remote_code: bool = False):
+    """A GPTQ checkpoint directory as a model on `device` whose 4-bit layers are `TinyGemmLinear`s.
+
+    The model is built from its config with its linear layers on the meta device (no memory, no random
+    init), every layer the checkpoint holds as `qweight` becomes a `TinyGemmLinear` built from its
+    tensors on `device`, and the other weights (embeddings, norms, an LM head) load as they are."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    config = AutoConfig.from_pretrained(weights, trust_remote_code=trust_remote_code)
+    group_size, v1 = gptq_format(config)
+    del config.quantization_config
+    files = sorted(Path(weights).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{weights}: no *.safetensors files")
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        state |= load_file(file, device=str(device))
+    with _linear_layers_on_meta(), torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
+    for prefix in [k.removesuffix(".qweight") for k in state if k.endswith(".qweight")]:
+        tensors = [state.pop(f"{prefix}.{n}") for n in ("qweight", "qzeros", "scales", "g_idx")]
+        codes, scales, zeros, perm = gptq_parts(*tensors, group_size, v1)
+        group = group_size if group_size > 0 else codes.shape[1]
+        layer = TinyGemmLinear(codes, scales, zeros, group, perm, state.pop(f"{prefix}.bias", None), dtype)
+        parent, _, name = prefix.rpartition(".")
+        setattr(model.get_submodule(parent), name, layer)
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    _, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    model.tie_weights()
+    missing = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if unexpected or missing:
+        raise ValueError(f"{weights}: tensors the model does not have {unexpected[:5]}, weights missing {missing[:5]}")
+    if (Path(weights) / "generation_config.json").exists():
+        model.generation_config = GenerationConfig.from_pretrained(weights)
+    return model.eval()
+
+
+@contextmanager
+def _linear_layers_on_meta():
+    """Every `nn.Linear` built inside allocates its weights on the meta device (they are replaced or
+    assigned from the checkpoint); other modules, and buffers computed at build time such as rotary
+    frequencies, are built on the current device."""
+    init = nn.Linear.__init__
+
+    def on_meta(self, *args, **kwargs):
+        init(self, *args, **(kwargs | {"device": "meta"}))
+
+    nn.Linear.__init__ = on_meta
+    try:
+        yield
+    finally:
+        nn.Linear.__init__ = init
 
 
 def random_tinygemm(in_features: int, out_features: int, group_size: int, device, dtype=torch.bfloat16, bias=None):

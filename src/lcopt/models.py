@@ -263,7 +263,7 @@ def write_technique_variant(
             **({"trust_remote_code": True} if trusted else {}),
             "seconds": time.perf_counter() - start,
             technique: record,
-            # what each technique's load hook gets (`ModelTechnique.prepare_loaded`)
+            # every technique's options along the stack, as it ran
             "options": parent.get("options", {}) | {technique: options},
         },
     )
@@ -319,10 +319,10 @@ def load_tokenizer(variant: dict):
 
 def load_variant(variant_json: Path, device: str, dtype: str = "auto"):
     """(model, tokenizer, variant record) of a variant, through `from_pretrained` like any hub model,
-    straight onto the device unless one of its techniques asks to load elsewhere first
-    (`ModelTechnique.load_device`: 4-bit checkpoints load on the CPU and are converted to a GPU kernel
-    by the technique's `prepare_loaded`). A variant with `init: random` is built from its config with
-    random weights. Custom model code runs only for a variant the config trusts (`trust_remote_code`)."""
+    straight onto the device, unless one of its techniques loads its own checkpoints
+    (`ModelTechnique.load`: 4-bit GPTQ checkpoints on a GPU go straight into PyTorch's int4 kernel). A
+    variant with `init: random` is built from its config with random weights. Custom model code runs
+    only for a variant the config trusts (`trust_remote_code`)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -336,17 +336,12 @@ def load_variant(variant_json: Path, device: str, dtype: str = "auto"):
         return model.eval(), tokenizer, variant
     from lcopt.techniques import get
 
-    techniques = [get(t) for t in variant["techniques"]]
-    load_on = device
-    for technique in techniques:
-        load_on = technique.load_device(load_on)
-    too_big_for_one_gpu = load_on.startswith("cuda") and torch.cuda.device_count() > 1
-    placement = "auto" if too_big_for_one_gpu else load_on
-    model = AutoModelForCausalLM.from_pretrained(
-        weights, dtype=torch_type, device_map=placement, trust_remote_code=trusted
-    )
-    for technique in techniques:
-        technique.prepare_loaded(model, device, variant.get("options", {}).get(technique.name, {}))
-    if load_on != device:
-        model = model.to(device)
+    model = None
+    for technique in map(get, variant["techniques"]):
+        model = technique.load(weights, device, torch_type, trusted) if model is None else model
+    if model is None:
+        too_big_for_one_gpu = device.startswith("cuda") and torch.cuda.device_count() > 1
+        model = AutoModelForCausalLM.from_pretrained(
+            weights, dtype=torch_type, device_map="auto" if too_big_for_one_gpu else device, trust_remote_code=trusted
+        )
     return model.eval(), tokenizer, variant

@@ -90,12 +90,10 @@ class ModelTechnique(Technique):
         e.g. a released checkpoint's config); None: the technique needs real weights."""
         return None
 
-    def load_device(self, device: str) -> str:
-        """Where `from_pretrained` should load a variant this technique made that will run on `device`."""
-        return device
-
-    def prepare_loaded(self, model: Any, device: str, options: dict) -> None:
-        """Called on every load of a variant this technique made (e.g. to pin a GPU kernel); no-op by default."""
+    def load(self, weights: str, device: str, dtype: Any, trust_remote_code: bool) -> Any | None:
+        """The model in `weights` (a variant this technique made) loaded for `device` by the technique's own
+        path, or None: `from_pretrained`, like any hub model (the default)."""
+        return None
 
 
 class PromptTechnique(Technique):

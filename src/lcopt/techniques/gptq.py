@@ -188,18 +188,19 @@ class WeightQuantization(ModelTechnique):
             else "round-to-nearest 4-bit weights through GPTQModel, at GPTQ's bits and group size (the control)"
         )
 
-    def load_device(self, device: str) -> str:
-        """On a GPU, load on the CPU first: loaded straight onto a GPU, GPTQModel 7.6 picks Machete (it
-        downloads CUTLASS at first use) or Marlin (a JIT build of minutes inside the first timed sample)."""
-        return "cpu" if device.startswith("cuda") else device
+    def load(self, weights: str, device: str, dtype, trust_remote_code: bool):
+        """On a GPU, the checkpoint's 4-bit layers go straight into PyTorch's own int4 kernel
+        (`lcopt.int4.load_gptq_checkpoint`), without GPTQModel: through it, a model loaded onto a GPU gets
+        Machete (which downloads CUTLASS at first use) or Marlin (a JIT build of minutes), and one loaded
+        on the CPU and moved keeps its CPU kernel. On a CPU, `from_pretrained` with GPTQModel's torch kernel."""
+        if not device.startswith("cuda"):
+            return None
+        from lcopt.int4 import TinyGemmLinear, load_gptq_checkpoint
 
-    def prepare_loaded(self, model, device: str, options: dict) -> None:
-        """On a GPU, every GPTQ layer becomes PyTorch's own int4 kernel (`lcopt.int4.TinyGemmLinear`)."""
-        if device.startswith("cuda"):
-            from lcopt.int4 import convert_gptq
-
-            count = convert_gptq(model, device, model.get_input_embeddings().weight.dtype)
-            log.info("%d 4-bit layers on %s", count, "aten._weight_int4pack_mm (tinygemm)")
+        model = load_gptq_checkpoint(weights, device, dtype, trust_remote_code)
+        count = sum(isinstance(m, TinyGemmLinear) for m in model.modules())
+        log.info("%d 4-bit layers on %s", count, TinyGemmLinear.KERNEL)
+        return model
 
     def random_variant(self, options: dict, checkpoint: str | None) -> dict:
         """4-bit weights in the GPU kernel's layout (`lcopt.int4`), random: what a GPTQ model costs to run."""

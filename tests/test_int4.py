@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lcopt.int4 import TinyGemmLinear, gptq_format, gptq_parts, load_gptq_checkpoint
+from lcopt.int4 import TinyGemmLinear, gptq_parts
 from lcopt.models import DEMO_MODEL, load_variant, write_technique_variant, write_variant
+from lcopt.techniques.gptq import gptq_format, load_gptq_checkpoint
 
 OPTIONS = {"group_size": 128, "desc_act": False, "calibration_samples": 4, "calibration_tokens": 256}
 

@@ -2,7 +2,7 @@
 
 GPTQModel picks its kernel at load time: on a GPU that is Machete or Marlin, JIT-built on first use
 (Machete downloads CUTLASS, which fails offline; Marlin builds for minutes inside the first timed
-sample). On a GPU lcopt therefore reads a GPTQ checkpoint itself (`load_gptq_checkpoint`: the
+sample). On a GPU lcopt therefore reads a GPTQ checkpoint itself (`techniques/gptq.py`: the
 `qweight`, `qzeros`, `scales` and `g_idx` tensors GPTQModel and AutoGPTQ save) straight into
 `TinyGemmLinear`, which runs PyTorch's own int4 weight-only matmul (`aten._weight_int4pack_mm`, the
 "tinygemm" kernel that torchao and gpt-fast use; no build, no download, and no GPTQModel on the GPU
@@ -12,9 +12,6 @@ permutation of the input columns. On a CPU the same layer uses the CPU variant o
 """
 
 from __future__ import annotations
-
-from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +41,7 @@ def gptq_parts(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(codes [out, in] uint8, scales [groups, out], zeros [groups, out], input permutation or None) of a
     4-bit GPTQ layer's tensors, so that W[o, i] = scales[g(i), o] * (codes[o, i] - zeros[g(i), o]).
-    `v1`: the checkpoint format "gptq" (AutoGPTQ's, GPTQModel's default), which stores zero - 1."""
+    `v1`: the first GPTQ checkpoint format (AutoGPTQ's, GPTQModel's default), which stores zero - 1."""
     in_features, out_features = g_idx.numel(), scales.shape[1]
     codes = _unpack_rows(qweight)[:in_features].t().contiguous()
     zeros = _unpack_cols(qzeros)[:, :out_features].to(torch.int32) + int(v1)
@@ -124,76 +121,6 @@ class TinyGemmLinear(nn.Module):
     def weight_bytes(self) -> int:
         """Bytes a decode step reads: the packed codes plus the scales and offsets."""
         return sum(t.numel() * t.element_size() for t in (self.packed, self.scales_and_zeros))
-
-
-def gptq_format(config) -> tuple[int, bool]:
-    """(group size, v1 zeros) of a 4-bit GPTQ checkpoint's `quantization_config`; an error for anything
-    else (AWQ, 8-bit, GPTQ v2's own packing), naming what was found."""
-    q = config.quantization_config
-    q = q if isinstance(q, dict) else q.to_dict()
-    method, bits = q.get("quant_method"), q.get("bits")
-    fmt = q.get("checkpoint_format") or q.get("format") or "gptq"
-    if method != "gptq" or bits != 4 or fmt not in ("gptq", "gptq_v2"):
-        raise ValueError(
-            f"{config.name_or_path}: tinygemm loads 4-bit GPTQ checkpoints (quant_method gptq, bits 4, format gptq or "
-            f"gptq_v2); this one is quant_method {method!r}, bits {bits!r}, format {fmt!r}"
-        )
-    return q.get("group_size", -1), fmt == "gptq"
-
-
-def load_gptq_checkpoint(weights: str, device, dtype=torch.bfloat16, trust_remote_code: bool = False):
-    """A GPTQ checkpoint directory as a model on `device` whose 4-bit layers are `TinyGemmLinear`s.
-
-    The model is built from its config with its linear layers on the meta device (no memory, no random
-    init), every layer the checkpoint holds as `qweight` becomes a `TinyGemmLinear` built from its
-    tensors on `device`, and the other weights (embeddings, norms, an LM head) load as they are."""
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
-
-    config = AutoConfig.from_pretrained(weights, trust_remote_code=trust_remote_code)
-    group_size, v1 = gptq_format(config)
-    del config.quantization_config
-    files = sorted(Path(weights).glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{weights}: no *.safetensors files")
-    state: dict[str, torch.Tensor] = {}
-    for file in files:
-        state |= load_file(file, device=str(device))
-    with _linear_layers_on_meta(), torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
-    for prefix in [k.removesuffix(".qweight") for k in state if k.endswith(".qweight")]:
-        tensors = [state.pop(f"{prefix}.{n}") for n in ("qweight", "qzeros", "scales", "g_idx")]
-        codes, scales, zeros, perm = gptq_parts(*tensors, group_size, v1)
-        group = group_size if group_size > 0 else codes.shape[1]
-        layer = TinyGemmLinear(codes, scales, zeros, group, perm, state.pop(f"{prefix}.bias", None), dtype)
-        parent, _, name = prefix.rpartition(".")
-        setattr(model.get_submodule(parent), name, layer)
-    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    _, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    model.tie_weights()
-    missing = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if unexpected or missing:
-        raise ValueError(f"{weights}: tensors the model does not have {unexpected[:5]}, weights missing {missing[:5]}")
-    if (Path(weights) / "generation_config.json").exists():
-        model.generation_config = GenerationConfig.from_pretrained(weights)
-    return model.eval()
-
-
-@contextmanager
-def _linear_layers_on_meta():
-    """Every `nn.Linear` built inside allocates its weights on the meta device (they are replaced or
-    assigned from the checkpoint); other modules, and buffers computed at build time such as rotary
-    frequencies, are built on the current device."""
-    init = nn.Linear.__init__
-
-    def on_meta(self, *args, **kwargs):
-        init(self, *args, **(kwargs | {"device": "meta"}))
-
-    nn.Linear.__init__ = on_meta
-    try:
-        yield
-    finally:
-        nn.Linear.__init__ = init
 
 
 def random_tinygemm(in_features: int, out_features: int, group_size: int, device, dtype=torch.bfloat16, bias=None):

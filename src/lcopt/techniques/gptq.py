@@ -3,9 +3,10 @@ round-to-nearest (`rtn4`) at the same bits and group size, so that tables show w
 error-compensating updates buy over rounding.
 
 Both run through GPTQModel (the maintained AutoGPTQ successor; the study used AutoGPTQ) and save the
-standard GPTQ checkpoint format (`quantization_config` in config.json, packed int32 weights), so a
-variant loads with transformers' `from_pretrained` like a quantized model from the hub. The kernel is
-GPTQModel's choice at load time: its torch kernel on a CPU, Marlin (or exllamav2) on a GPU.
+standard GPTQ checkpoint format (`quantization_config` in config.json, packed int32 weights). On a CPU
+a variant loads with transformers' `from_pretrained` and GPTQModel's torch kernel, like a quantized
+model from the hub. On a GPU lcopt reads the checkpoint itself into PyTorch's own int4 kernel
+(`load_gptq_checkpoint`, `lcopt.int4`), so the GPU machine needs no GPTQModel and no kernel build.
 
 GPTQ is calibrated on held-out text (`lcopt.data.held_out_calibration`), as `prune` is; `desc_act`
 is AutoGPTQ's act-order (columns quantized by decreasing Hessian diagonal). GPTQModel's own
@@ -19,6 +20,7 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
@@ -150,6 +152,81 @@ def _parent_trusted(parent_json: Path) -> bool:
     return bool(json.loads(Path(parent_json).read_text()).get("trust_remote_code"))
 
 
+def gptq_format(config) -> tuple[int, bool]:
+    """(group size, v1 zeros) of a 4-bit GPTQ checkpoint's `quantization_config`; an error for anything
+    else (AWQ, 8-bit, GPTQ v2's own packing), naming what was found."""
+    q = config.quantization_config
+    q = q if isinstance(q, dict) else q.to_dict()
+    method, bits = q.get("quant_method"), q.get("bits")
+    fmt = q.get("checkpoint_format") or q.get("format") or "gptq"
+    if method != "gptq" or bits != 4 or fmt not in ("gptq", "gptq_v2"):
+        raise ValueError(
+            f"{config.name_or_path}: tinygemm loads 4-bit GPTQ checkpoints (quant_method gptq, bits 4, format gptq or "
+            f"gptq_v2); this one is quant_method {method!r}, bits {bits!r}, format {fmt!r}"
+        )
+    return q.get("group_size", -1), fmt == "gptq"
+
+
+def load_gptq_checkpoint(weights: str, device, dtype, trust_remote_code: bool = False):
+    """A GPTQ checkpoint directory as a model on `device` whose 4-bit layers are `TinyGemmLinear`s.
+
+    The model is built from its config with its linear layers on the meta device (no memory, no random
+    init), every layer the checkpoint holds as `qweight` becomes a `TinyGemmLinear` built from its
+    tensors on `device`, and the other weights (embeddings, norms, an LM head) load as they are."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    from lcopt.int4 import TinyGemmLinear, gptq_parts
+
+    config = AutoConfig.from_pretrained(weights, trust_remote_code=trust_remote_code)
+    group_size, v1 = gptq_format(config)
+    del config.quantization_config
+    files = sorted(Path(weights).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{weights}: no *.safetensors files")
+    state = {}
+    for file in files:
+        state |= load_file(file, device=str(device))
+    with _linear_layers_on_meta(), torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
+    for prefix in [k.removesuffix(".qweight") for k in state if k.endswith(".qweight")]:
+        tensors = [state.pop(f"{prefix}.{n}") for n in ("qweight", "qzeros", "scales", "g_idx")]
+        codes, scales, zeros, perm = gptq_parts(*tensors, group_size, v1)
+        group = group_size if group_size > 0 else codes.shape[1]
+        layer = TinyGemmLinear(codes, scales, zeros, group, perm, state.pop(f"{prefix}.bias", None), dtype)
+        parent, _, name = prefix.rpartition(".")
+        setattr(model.get_submodule(parent), name, layer)
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    _, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    model.tie_weights()
+    missing = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if unexpected or missing:
+        raise ValueError(f"{weights}: tensors the model does not have {unexpected[:5]}, weights missing {missing[:5]}")
+    if (Path(weights) / "generation_config.json").exists():
+        model.generation_config = GenerationConfig.from_pretrained(weights)
+    return model.eval()
+
+
+@contextmanager
+def _linear_layers_on_meta():
+    """Every `nn.Linear` built inside allocates its weights on the meta device (they are replaced or
+    assigned from the checkpoint); other modules, and buffers computed at build time such as rotary
+    frequencies, are built on the current device."""
+    from torch import nn
+
+    init = nn.Linear.__init__
+
+    def on_meta(self, *args, **kwargs):
+        init(self, *args, **(kwargs | {"device": "meta"}))
+
+    nn.Linear.__init__ = on_meta
+    try:
+        yield
+    finally:
+        nn.Linear.__init__ = init
+
+
 class WeightQuantization(ModelTechnique):
     """4-bit weights through GPTQModel, `method` "gptq" (error-compensating) or "rtn" (rounding)."""
 
@@ -195,7 +272,7 @@ class WeightQuantization(ModelTechnique):
         on the CPU and moved keeps its CPU kernel. On a CPU, `from_pretrained` with GPTQModel's torch kernel."""
         if not device.startswith("cuda"):
             return None
-        from lcopt.int4 import TinyGemmLinear, load_gptq_checkpoint
+        from lcopt.int4 import TinyGemmLinear
 
         model = load_gptq_checkpoint(weights, device, dtype, trust_remote_code)
         count = sum(isinstance(m, TinyGemmLinear) for m in model.modules())

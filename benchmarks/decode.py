@@ -94,12 +94,9 @@ def to_int4(model, group_size: int = 128) -> None:
 
 def cache_options(kv: str) -> dict:
     """The cache method's options as a config that leaves them out gets them (its schema's defaults)."""
-    if kv == "none":
-        return {}
-    from lcopt.techniques import get
+    from lcopt.techniques import default_options, get
 
-    properties = get(kv).options_schema.get("properties", {})
-    return {k: v["default"] for k, v in properties.items() if "default" in v}
+    return {} if kv == "none" else default_options(get(kv))
 
 
 def cache_bytes_per_token(model, kv: str) -> float | None:
@@ -206,6 +203,9 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from lcopt.io import write_json_atomic
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda")
     began = time.perf_counter()
     meta = {
@@ -263,18 +263,12 @@ def main(argv=None) -> None:
                     row["prefill_fraction_of_matmul"] = row["prefill_flops_per_s"] / meta["bf16_matmul_flops"]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-                save(args.out, meta, rows)  # every row as it comes: a run stopped at its time limit keeps them
+                # every row as it comes: a run stopped at its time limit keeps them
+                write_json_atomic(args.out, {"meta": meta, "rows": rows})
         del model
         torch.cuda.empty_cache()
-    save(args.out, meta, rows)
+    write_json_atomic(args.out, {"meta": meta, "rows": rows})
     print(table(meta, rows))
-
-
-def save(path: Path, meta: dict, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    tmp.replace(path)
 
 
 def table(meta: dict, rows: list[dict]) -> str:

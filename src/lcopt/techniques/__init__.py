@@ -101,14 +101,20 @@ def get(name: str) -> Technique:
         raise KeyError(f"unknown technique {name!r}; allowed: {', '.join(sorted(techniques))}") from None
 
 
+def default_options(technique: Technique) -> dict:
+    """The options a config that leaves the technique's block out gets: its schema's defaults."""
+    properties = copy.deepcopy(technique.options_schema).get("properties", {})
+    return {k: v["default"] for k, v in properties.items() if "default" in v}
+
+
 def options_blocks() -> dict[str, dict]:
     """Config block -> its JSON schema (with the block's default), for every registered technique."""
     blocks: dict[str, dict] = {}
     for t in registry().values():
         if t.options_schema and t.options_key not in blocks:
             schema = copy.deepcopy(t.options_schema)
-            defaults = {k: v["default"] for k, v in schema.get("properties", {}).items() if "default" in v}
-            blocks[t.options_key] = {"type": "object", "additionalProperties": False, "default": defaults} | schema
+            blocks[t.options_key] = {"type": "object", "additionalProperties": False, "default": default_options(t)}
+            blocks[t.options_key] |= schema
     return blocks
 
 

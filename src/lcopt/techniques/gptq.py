@@ -6,7 +6,7 @@ Both run through GPTQModel (the maintained AutoGPTQ successor; the study used Au
 standard GPTQ checkpoint format (`quantization_config` in config.json, packed int32 weights). On a CPU
 a variant loads with transformers' `from_pretrained` and GPTQModel's torch kernel, like a quantized
 model from the hub. On a GPU lcopt reads the checkpoint itself into PyTorch's own int4 kernel
-(`load_gptq_checkpoint`, `lcopt.int4`), so the GPU machine needs no GPTQModel and no kernel build.
+(`load_gptq_checkpoint` below, `lcopt.int4`), so the GPU machine needs no GPTQModel and no kernel build.
 
 GPTQ is calibrated on held-out text (`lcopt.data.held_out_calibration`), as `prune` is; `desc_act`
 is AutoGPTQ's act-order (columns quantized by decreasing Hessian diagonal). GPTQModel's own
@@ -153,8 +153,8 @@ def _parent_trusted(parent_json: Path) -> bool:
 
 
 def gptq_format(config) -> tuple[int, bool]:
-    """(group size, v1 zeros) of a 4-bit GPTQ checkpoint's `quantization_config`; an error for anything
-    else (AWQ, 8-bit, GPTQ v2's own packing), naming what was found."""
+    """(group size, v1 zeros) of a 4-bit GPTQ checkpoint's `quantization_config` (format gptq or
+    gptq_v2); an error for anything else (AWQ, 8-bit, other packings), naming what was found."""
     q = config.quantization_config
     q = q if isinstance(q, dict) else q.to_dict()
     method, bits = q.get("quant_method"), q.get("bits")
@@ -267,9 +267,10 @@ class WeightQuantization(ModelTechnique):
 
     def load(self, weights: str, device: str, dtype, trust_remote_code: bool):
         """On a GPU, the checkpoint's 4-bit layers go straight into PyTorch's own int4 kernel
-        (`lcopt.int4.load_gptq_checkpoint`), without GPTQModel: through it, a model loaded onto a GPU gets
-        Machete (which downloads CUTLASS at first use) or Marlin (a JIT build of minutes), and one loaded
-        on the CPU and moved keeps its CPU kernel. On a CPU, `from_pretrained` with GPTQModel's torch kernel."""
+        (`load_gptq_checkpoint`, `lcopt.int4.TinyGemmLinear`), without GPTQModel: through it, a model
+        loaded onto a GPU gets Machete (which downloads CUTLASS at first use) or Marlin (a JIT build of
+        minutes), and one loaded on the CPU and moved keeps its CPU kernel. On a CPU, `from_pretrained`
+        with GPTQModel's torch kernel."""
         if not device.startswith("cuda"):
             return None
         from lcopt.int4 import TinyGemmLinear

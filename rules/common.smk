@@ -3,6 +3,7 @@ from pathlib import Path
 
 import lcopt.config
 import lcopt.jobs
+import lcopt.workflow
 from lcopt.provenance import code_sha256
 from lcopt.stacks import parse_stack
 from lcopt.techniques import get as technique
@@ -12,6 +13,9 @@ from lcopt.techniques import get as technique
 CONFIG_SOURCE = ", ".join(map(str, workflow.configfiles)) or "config"
 lcopt.config.validate(config, CONFIG_SOURCE)
 lcopt.config.check_sources(config, CONFIG_SOURCE)
+
+# Every job computes with the same CPU kernels on any x86-64 machine (its threads are fixed by its rule).
+lcopt.workflow.pin_cpu_kernels()
 
 R = "results"
 MODELS = list(config["models"])  # in the config's order: the order of the tables

@@ -6,7 +6,8 @@ rule technique_asset:
         seed=config["seed"],
         modules=config["technique_modules"],
         code=lambda w: code("scripts/technique_asset.py", w.technique),
-    threads: 2
+    # one on every machine: the classifier's weights depend on how many threads split its sums
+    threads: 1
     log:
         f"{R}/logs/technique_asset/{{technique}}/{{asset}}.log",
     benchmark:
@@ -35,7 +36,7 @@ rule compress_contexts:
         assets=lambda w: asset_dirs(w.prompt_variant.split("+")[-1]),
         modules=config["technique_modules"],
         code=lambda w: code("scripts/compress.py", w.prompt_variant.split("+")[-1]),
-    threads: 2
+    threads: 1
     log:
         f"{R}/logs/compress_contexts/{{prompt_variant}}/{{dataset}}.log",
     benchmark:

@@ -71,6 +71,8 @@ rule model_technique:
         job=lambda w: lcopt.jobs.model_technique(config, w.model, w.variant),
         modules=config["technique_modules"],
         code=lambda w: code("scripts/model_technique.py", w.variant.split("+")[-1]),
+    # one on every machine: GPTQ's and pruning's results depend on how many threads split their sums
+    threads: 1
     resources:
         gpu=lambda w: gpus(w.model),
     log:

@@ -5,6 +5,7 @@ import sys
 import types
 
 from lcopt import provenance
+from lcopt.workflow import CPU_KERNELS
 
 
 def test_provenance_names_config_seed_commit_and_versions():
@@ -16,6 +17,7 @@ def test_provenance_names_config_seed_commit_and_versions():
     assert re.fullmatch(r"[0-9a-f]{40}", record["git_commit"])  # the tests run from a checkout
     assert isinstance(record["git_dirty"], bool)
     assert record["packages"]["torch"] and record["packages"]["transformers"] and record["packages"]["lcopt"]
+    assert record["cpu"] and set(record["cpu_kernels"]) == set(CPU_KERNELS)  # a CPU run's numbers depend on them
 
 
 def test_gpus_are_none_without_an_nvidia_driver(monkeypatch):

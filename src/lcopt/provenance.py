@@ -9,10 +9,13 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
+
+from lcopt.workflow import CPU_KERNELS
 
 PACKAGES = ("lcopt", "torch", "transformers", "tokenizers", "datasets", "snakemake", "polars", "rouge", "rouge-score")
 
@@ -144,6 +147,18 @@ def gpus() -> list[dict] | str:
         pynvml.nvmlShutdown()
 
 
+def cpu() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo; else what `platform` knows): a CPU run's numbers can
+    depend on the CPU's vector paths (`lcopt.workflow.CPU_KERNELS`)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _torch_cuda() -> str | None:
     import torch
 
@@ -165,6 +180,8 @@ def collect(config: dict) -> dict:
         "packages": versions,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu": cpu(),
+        "cpu_kernels": {name: os.environ.get(name) for name in CPU_KERNELS},
         "gpus": gpus(),
         "torch_cuda": _torch_cuda(),
         "config": config,

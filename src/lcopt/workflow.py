@@ -1,13 +1,34 @@
 """Glue for the workflow's scripts: each rule's log file gets the job's logging, warnings and
 progress bars, so a job can be followed with `tail -f` and read after it failed; the error that ends a
-job is also printed where snakemake shows it."""
+job is also printed where snakemake shows it. And the CPU kernels every job computes with."""
 
 from __future__ import annotations
 
 import logging
+import os
+import platform
 import sys
 import traceback
 from pathlib import Path
+
+# On x86-64, PyTorch's vectorized kernels, MKL's matrix products and oneDNN take the AVX2 path, which
+# every x86-64 CPU of the last decade has. Left to choose, each takes the widest path the CPU has (AVX-512
+# on many), whose sums round differently: on an AMD EPYC with AVX2, forcing PyTorch's plain kernels
+# changed the bits of matrix products, softmax and attention and one of the first four gptq4 answers on
+# passkey-2k, and MKL's SSE2 path those of matrix products. Pinned, two x86-64 machines compute alike (on
+# one with AVX2 the pins change nothing); a variable already set wins. With the thread counts the rules
+# fix, this is what lets a CPU run's numbers be the same on another machine.
+CPU_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def pin_cpu_kernels() -> dict[str, str]:
+    """Set `CPU_KERNELS` in this process's environment (for the jobs it starts, before they import torch)
+    on an x86-64 machine; returns what the jobs get ({} elsewhere)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return {}
+    for name, value in CPU_KERNELS.items():
+        os.environ.setdefault(name, value)
+    return {name: os.environ[name] for name in CPU_KERNELS}
 
 
 def setup_logging(log_path: str | Path) -> None:

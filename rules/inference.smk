@@ -1,10 +1,11 @@
 rule inference:
-    """Greedy generation for one (model variant, KV-cache method, prompt variant, dataset)."""
+    """Greedy generation for one (model variant, KV-cache method, prompt variant): over one dataset (GPU)
+    or every dataset (CPU), the model loaded and warmed up once."""
     input:
         variant=lambda w: f"{R}/models/{w.model}/{parse_stack(w.stack).model_variant}/variant.json",
-        prompts=lambda w: f"{R}/prompts/{prompts_of(w.model, w.stack)}/{w.dataset}.jsonl",
+        prompts=lambda w: [f"{R}/prompts/{prompts_of(w.model, w.stack)}/{d}.jsonl" for d in inference_datasets(w)],
     output:
-        f"{R}/predictions/{{model}}/{{stack}}/{{dataset}}.jsonl",
+        INFERENCE_OUTPUTS,
     params:
         kv_method=lambda w: parse_stack(w.stack).kv_method,
         kv_options=lambda w: options(parse_stack(w.stack).kv_method),
@@ -17,9 +18,9 @@ rule inference:
     resources:
         gpu=lambda w: gpus(w.model),
     log:
-        f"{R}/logs/inference/{{model}}/{{stack}}/{{dataset}}.log",
+        f"{R}/logs/inference/{INFERENCE_JOB}.log",
     benchmark:
-        f"{R}/benchmarks/inference/{{model}}/{{stack}}/{{dataset}}.tsv"
+        f"{R}/benchmarks/inference/{INFERENCE_JOB}.tsv"
     conda:
         "../envs/lcopt.yaml"
     script:

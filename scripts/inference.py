@@ -7,17 +7,18 @@ setup_logging(snakemake.log[0])  # noqa: F821
 import torch  # noqa: E402
 
 from lcopt.gpus import claim  # noqa: E402
-from lcopt.inference import run  # noqa: E402
+from lcopt.inference import run_datasets  # noqa: E402
 from lcopt.techniques import load_modules  # noqa: E402
 
 sm = snakemake  # noqa: F821
 torch.set_num_threads(sm.threads)
 load_modules(sm.params.modules)
+# one prompt file per dataset (snakemake gives a lone one as a string)
+prompts = [sm.input.prompts] if isinstance(sm.input.prompts, str) else list(sm.input.prompts)
 with claim(sm.resources.gpu):  # this job's own GPU(s), before CUDA starts
-    run(
+    run_datasets(
         Path(sm.input.variant),
-        Path(sm.input.prompts),
-        Path(sm.output[0]),
+        [(Path(p), Path(o)) for p, o in zip(prompts, sm.output, strict=True)],
         kv_method=sm.params.kv_method,
         device=sm.params.device,
         dtype=sm.params.dtype,

@@ -132,7 +132,7 @@ def test_a_killed_run_resumes_after_unlock(tmp_path):
     assert run_snakemake(tmp_path, config, "--unlock")[0] == 0
     returncode, text = run_snakemake(tmp_path, config, "--rerun-incomplete")
     assert returncode == 0, text[-3000:]
-    log = (tmp_path / "results/logs/inference/demo/baseline/pk.log").read_text()
+    log = (tmp_path / "results/logs/inference/demo/baseline.log").read_text()
     assert f"resuming {out.relative_to(tmp_path)}: {finished} of 8 samples already done" in log
     assert len(out.read_text().splitlines()) == 8 and not partial.exists()
     assert not list((tmp_path / "results").rglob(".*.tmp"))

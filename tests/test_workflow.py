@@ -80,8 +80,10 @@ def test_run_writes_predictions_scores_tables_and_plots(finished_run):
     from lcopt.provenance import gpus
 
     assert provenance["gpus"] == gpus() and len(provenance["git_commit"]) == 40  # "none" on a CPU
-    assert (r / "logs/inference/demo/baseline/passkey-200.log").read_text().strip()
-    assert (r / "benchmarks/inference/demo/baseline/passkey-200.tsv").is_file()
+    # one inference job per stack, for all of its datasets
+    log = (r / "logs/inference/demo/baseline.log").read_text()
+    assert "baseline/facts-200" in log and "baseline/passkey-200" in log and log.count("warm-up took") == 1
+    assert (r / "benchmarks/inference/demo/baseline.tsv").is_file()
 
 
 def test_run_trains_the_demo_classifier_and_compresses_with_it(finished_run):
@@ -140,7 +142,9 @@ def test_changed_tables_redraw_the_report_and_nothing_else(finished_run):
         assert counts == expected, changed
 
 
-def test_adding_a_dataset_schedules_only_its_jobs(finished_run):
+def test_adding_a_dataset_schedules_its_jobs_and_reruns_each_stack_s_inference(finished_run):
+    """On a CPU one inference job runs all datasets of a stack (rules/inference.smk), so a new dataset reruns
+    it: the other datasets' predictions are made again, and scored again."""
     config = TINY | {"datasets": TINY["datasets"] | {"kv-200": {"synthetic": "kv_retrieval", "words": 200}}}
     counts = job_counts(snakemake(finished_run, config, "-n"))
     assert counts == {
@@ -148,7 +152,7 @@ def test_adding_a_dataset_schedules_only_its_jobs(finished_run):
         "compress_contexts": 1,
         "prompts": 2,
         "inference": 2,
-        "score": 2,
+        "score": 2 * 3,
         "aggregate": 1,
         "sample_table": 1,
         "plots": 1,
@@ -164,7 +168,7 @@ def test_adding_a_model_schedules_only_its_jobs(finished_run):
     assert counts == {
         "model_variant": 1,
         "prompts": 4,  # full and lingua2 prompts: the compressed contexts are shared
-        "inference": 4,
+        "inference": 2,  # one per stack, over both datasets
         "score": 4,
         "aggregate": 1,
         "sample_table": 1,
@@ -192,7 +196,7 @@ def test_prompt_compression_runs_once_per_dataset_for_all_models(tmp_path):
     counts = job_counts(snakemake(work, config, "-n"))
     assert counts["compress_contexts"] == 2  # per dataset, not per model or stack
     assert counts["prompts"] == 2 * 2 * 2  # model x prompt variant (full, lingua2) x dataset
-    assert counts["inference"] == 2 * 3 * 2
+    assert counts["inference"] == 2 * 3  # model x stack, each over every dataset
     snakemake(work, config)
     r = work / "results"
     full = [json.loads(x) for x in (r / "prompts/demo/full/passkey-200.jsonl").read_text().splitlines()]
@@ -213,7 +217,7 @@ def test_model_side_techniques_compose_and_are_made_once(finished_run):
     config = TINY | {"stacks": ["baseline", "prune", "prune+kivi4", "kivi4"]}
     counts = job_counts(snakemake(finished_run, config, "-n"))
     assert counts["model_technique"] == 1  # the pruned model, shared by prune and prune+kivi4
-    assert counts["inference"] == 3 * 2 and "model_variant" not in counts and "prompts" not in counts
+    assert counts["inference"] == 3 and "model_variant" not in counts and "prompts" not in counts
     # GPTQ of the pruned model is made from the pruned variant, which is made once for both stacks
     config = TINY | {"stacks": ["prune+gptq4+kivi4", "prune+gptq4", "gptq4", "rtn4"]}
     dry = snakemake(finished_run, config, "-n")
@@ -286,6 +290,7 @@ def test_paper_config_builds_the_full_dag_offline(tmp_path):
             assert f"results/models/{model}/{variant}/variant.json" in dag, (model, variant)
     # full and lingua2 prompts per prompt source: each model's own, and its released pruned checkpoint's
     assert counts["prompts"] == n_models * 2 * n_datasets * 2
+    # device: cuda, so one inference job per dataset (rules/inference.smk)
     assert counts["inference"] == counts["score"] == n_models * n_datasets * n_stacks
 
 

@@ -412,36 +412,60 @@ def run(
     engine: str = "auto",
 ) -> None:
     """Generate for every prompt not yet in `<out>.partial`, then publish `out_jsonl` atomically."""
+    run_datasets(
+        variant_json, [(prompts_jsonl, out_jsonl)], kv_method, device, dtype, max_new_tokens, kv_options, engine
+    )
+
+
+def run_datasets(
+    variant_json: Path,
+    files: list[tuple[Path, Path]],
+    kv_method: str = "none",
+    device: str = "auto",
+    dtype: str = "auto",
+    max_new_tokens: int | None = None,
+    kv_options: dict | None = None,
+    engine: str = "auto",
+) -> None:
+    """`run` for several (prompts, predictions) files of one stack, with the model loaded and warmed up once:
+    a job's start-up (imports, model load, warm-up: about 5 s on a CPU) is paid once per stack, not once
+    per dataset. Every file resumes from its own `.partial`; all are published together at the end, so
+    a job killed in its third dataset keeps the first two's samples for its rerun."""
     from lcopt.models import load_tokenizer, load_variant
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     kv_options = kv_options or {}
     torch.manual_seed(0)
-    prompts = read_jsonl(prompts_jsonl)
-    partial = Path(f"{out_jsonl}.partial")
-    key = job_key(variant_json, prompts_jsonl, kv_method, device, dtype, max_new_tokens, kv_options, engine)
-    key_file = Path(f"{partial}.key")
-    if partial.exists() and (not key_file.is_file() or key_file.read_text() != key):
-        log.warning("%s: left by a job with other inputs or settings; starting over", partial)
-        partial.unlink()
-    write_text_atomic(key_file, key)
-    done = {row["_id"] for row in _finished(partial)}
-    if done:
-        log.info("resuming %s: %d of %d samples already done", out_jsonl, len(done), len(prompts))
-    todo = [p for p in prompts if p["_id"] not in done]
-    if todo:
-        check_tokenizer(
-            prompts, load_tokenizer(json.loads(Path(variant_json).read_text())), prompts_jsonl, variant_json
-        )
+    pending = []  # (prompts file, output, its prompts, its partial, the prompts it still has to run)
+    for prompts_jsonl, out_jsonl in files:
+        prompts = read_jsonl(prompts_jsonl)
+        partial = Path(f"{out_jsonl}.partial")
+        key = job_key(variant_json, prompts_jsonl, kv_method, device, dtype, max_new_tokens, kv_options, engine)
+        key_file = Path(f"{partial}.key")
+        if partial.exists() and (not key_file.is_file() or key_file.read_text() != key):
+            log.warning("%s: left by a job with other inputs or settings; starting over", partial)
+            partial.unlink()
+        write_text_atomic(key_file, key)
+        done = {row["_id"] for row in _finished(partial)}
+        if done:
+            log.info("resuming %s: %d of %d samples already done", out_jsonl, len(done), len(prompts))
+        todo = [p for p in prompts if p["_id"] not in done]
+        pending.append((Path(prompts_jsonl), Path(out_jsonl), prompts, partial, todo))
+    if any(todo for *_, todo in pending):
+        tokenizer = load_tokenizer(json.loads(Path(variant_json).read_text()))
+        for prompts_jsonl, _, prompts, _, todo in pending:
+            if todo:
+                check_tokenizer(prompts, tokenizer, prompts_jsonl, variant_json)
         model, tokenizer, variant = load_variant(variant_json, device, dtype)
         init = variant.get("init", "pretrained")  # random: a system run, its predictions are not scored
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         chosen = choose_engine(engine, model, device, kv_method)
+        every_todo = [p for *_, todo in pending for p in todo]
         runner = None
         if chosen == "fast":
             from lcopt.engine import EngineUnsupported
 
-            longest = max(p["n_tokens"] + (max_new_tokens or p["max_new_tokens"]) for p in todo)
+            longest = max(p["n_tokens"] + (max_new_tokens or p["max_new_tokens"]) for p in every_todo)
             try:
                 runner = FastRunner(model, kv_method, kv_options, longest)
             except EngineUnsupported as exc:
@@ -451,47 +475,49 @@ def run(
                 chosen = "reference"
         if runner is None:
             runner = ReferenceRunner(model, kv_method, kv_options, device)
-        log.info("engine %s; warm-up took %.2f s", chosen, warm_up(runner, tokenizer, todo[0], pad))
+        log.info("engine %s; warm-up took %.2f s", chosen, warm_up(runner, tokenizer, every_todo[0], pad))
         probe = MemoryProbe(model_devices(model))
         kernels = weight_kernels(model)
         stop_tokens = eos_token_ids(model)
         code = git_state()
-    with open(partial, "a", encoding="utf-8") as sink:
-        for prompt in tqdm(todo, desc=f"{out_jsonl.parent.name}/{out_jsonl.stem}", unit="sample", mininterval=2):
-            budget = max_new_tokens or prompt["max_new_tokens"]
-            record = {
-                "_id": prompt["_id"],
-                "status": "ok",
-                "truncated": prompt["truncated"],
-                "chat_template": prompt["chat_template"],
-                "max_input_tokens": prompt["max_input_tokens"],
-                "eos_token_ids": stop_tokens,
-                **{k: prompt[k] for k in COMPRESSION_FIELDS if k in prompt},
-                "kv_method": kv_method,
-                "device": device,
-                "engine": chosen,
-                "init": init,
-                "weight_kernels": kernels,
-                **code,
-            }
-            try:
-                record |= generate_one(runner, tokenizer, prompt, budget, probe)
-            except Exception as exc:
-                if not is_out_of_memory(exc):
-                    raise InferenceError(
-                        f"{out_jsonl}: sample {prompt['_id']!r} failed with {type(exc).__name__}: {exc}\n"
-                        "Only running out of memory is recorded per sample; any other error stops the job. "
-                        f"Finished samples stay in {partial}, and a rerun continues after them."
-                    ) from exc
-                # recorded, not fatal: the next sample may fit
-                record |= {"status": "oom", "prediction": "", "error": str(exc).strip().splitlines()[0]}
-                if device.startswith("cuda"):
-                    torch.cuda.empty_cache()
-            sink.write(json.dumps(record, ensure_ascii=False) + "\n")
-            sink.flush()
-            os.fsync(sink.fileno())
-    rows = {row["_id"]: row for row in _finished(partial)}
-    ordered = [rows[p["_id"]] for p in prompts]
-    write_jsonl_atomic(out_jsonl, ordered)
-    partial.unlink()
-    key_file.unlink()
+    for _, out_jsonl, _, partial, todo in pending:
+        with open(partial, "a", encoding="utf-8") as sink:
+            for prompt in tqdm(todo, desc=f"{out_jsonl.parent.name}/{out_jsonl.stem}", unit="sample", mininterval=2):
+                budget = max_new_tokens or prompt["max_new_tokens"]
+                record = {
+                    "_id": prompt["_id"],
+                    "status": "ok",
+                    "truncated": prompt["truncated"],
+                    "chat_template": prompt["chat_template"],
+                    "max_input_tokens": prompt["max_input_tokens"],
+                    "eos_token_ids": stop_tokens,
+                    **{k: prompt[k] for k in COMPRESSION_FIELDS if k in prompt},
+                    "kv_method": kv_method,
+                    "device": device,
+                    "engine": chosen,
+                    "init": init,
+                    "weight_kernels": kernels,
+                    **code,
+                }
+                try:
+                    record |= generate_one(runner, tokenizer, prompt, budget, probe)
+                except Exception as exc:
+                    if not is_out_of_memory(exc):
+                        raise InferenceError(
+                            f"{out_jsonl}: sample {prompt['_id']!r} failed with {type(exc).__name__}: {exc}\n"
+                            "Only running out of memory is recorded per sample; any other error stops the job. "
+                            f"Finished samples stay in {partial}, and a rerun continues after them."
+                        ) from exc
+                    # recorded, not fatal: the next sample may fit
+                    record |= {"status": "oom", "prediction": "", "error": str(exc).strip().splitlines()[0]}
+                    if device.startswith("cuda"):
+                        torch.cuda.empty_cache()
+                sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+                sink.flush()
+                os.fsync(sink.fileno())
+    for _, out_jsonl, prompts, partial, _ in pending:
+        rows = {row["_id"]: row for row in _finished(partial)}
+        write_jsonl_atomic(out_jsonl, [rows[p["_id"]] for p in prompts])
+    for *_, partial, _ in pending:
+        partial.unlink()
+        Path(f"{partial}.key").unlink()

@@ -49,6 +49,8 @@ def test_defaults_are_filled():
         (bad(device="tpu"), ["key 'device'", "allowed: auto, cpu, cuda"]),
         (bad(samples="many"), ["key 'samples'", "expected integer"]),
         (bad(samples=0), ["key 'samples'", "minimum 1"]),
+        (bad(samples=4.0), ["key 'samples'", "4.0 is not of type 'integer'", "expected integer"]),
+        (bad(gptq={"group_size": 64.0}), ["key 'gptq.group_size'", "64.0 is not of type 'integer'"]),
         (
             bad(datasets__kv_1k={"synthetic": "kv", "words": 10}),
             ["key 'datasets.kv_1k.synthetic'", "allowed:", "kv_retrieval"],

@@ -56,6 +56,25 @@ def test_resume_keeps_finished_samples_and_matches_an_uninterrupted_run(demo_job
     assert not (tmp_path / "preds.jsonl.partial").exists() and not (tmp_path / "preds.jsonl.partial.key").exists()
 
 
+def test_a_partial_line_that_is_not_a_finished_sample_is_dropped_with_a_warning(demo_job, tmp_path, caplog):
+    """A line of another shape (an edit by hand, another tool) would otherwise fail every rerun (KeyError)."""
+    full = read_jsonl(demo_job / "preds.jsonl")
+    out = tmp_path / "preds.jsonl"
+    partial = tmp_path / "preds.jsonl.partial"
+    lines = [json.dumps(dict(full[0], ttft_s=-1.0)), json.dumps({"foo": 1}), "[1, 2]", json.dumps(full[1])]
+    partial.write_text("".join(line + "\n" for line in lines))
+    settings = ("none", "cpu", "auto", None, {}, "auto")
+    (tmp_path / "preds.jsonl.partial.key").write_text(
+        inference.job_key(demo_job / "variant.json", demo_job / "prompts.jsonl", *settings)
+    )
+    assert [r["_id"] for r in inference._finished(partial)] == [full[0]["_id"], full[1]["_id"]]
+    assert "dropping 2 line(s) that are not finished samples" in caplog.text and "kept 2 rows" in caplog.text
+    assert partial.read_text() == lines[0] + "\n" + lines[3] + "\n"  # the file keeps only the finished samples
+    inference.run(demo_job / "variant.json", demo_job / "prompts.jsonl", out, device="cpu")
+    resumed = read_jsonl(out)
+    assert resumed[0]["ttft_s"] == -1.0 and [r["prediction"] for r in resumed] == [r["prediction"] for r in full]
+
+
 def test_a_partial_file_of_other_inputs_is_not_resumed(demo_job, tmp_path):
     """A job killed before the prompts changed (e.g. a new max_input_tokens) left rows for other prompts."""
     full = read_jsonl(demo_job / "preds.jsonl")

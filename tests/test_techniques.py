@@ -73,6 +73,28 @@ def test_two_techniques_sharing_a_block_must_declare_the_same_options(monkeypatc
         techniques.register(OtherKivi("kivi3", options_key="kivi"))
 
 
+@pytest.mark.parametrize(
+    ("options_schema", "message"),
+    [
+        ({"properties": {"times": {"type": "intger"}}}, "not a valid JSON schema at properties/times/type"),
+        (["words"], "must be a JSON schema (a mapping), got list"),
+        ({"properties": ["times"]}, "not a valid JSON schema at properties"),
+        ({"properties": {"times": {"type": "integer", "default": "one"}}}, "default of option 'times'"),
+    ],
+)
+def test_an_options_schema_that_is_not_a_json_schema_is_refused_naming_the_module(monkeypatch, options_schema, message):
+    monkeypatch.setattr(techniques, "_REGISTRY", dict(registry()))
+
+    class Broken(CacheTechnique):
+        pass
+
+    Broken.options_schema = options_schema
+    with pytest.raises(ValueError, match=re.escape(message)) as err:
+        techniques.register(Broken("broken"))
+    assert str(err.value).startswith(f"technique 'broken' ({__file__})"), str(err.value)
+    assert "broken" not in techniques._REGISTRY
+
+
 def test_no_rule_script_or_module_outside_techniques_names_a_technique():
     names = set(registry()) | {t.options_key for t in registry().values()}
     quoted = re.compile(r"""["']({})["'+]""".format("|".join(map(re.escape, sorted(names)))))

@@ -20,6 +20,16 @@ class ConfigError(ValueError):
     pass
 
 
+# JSON Schema counts 4.0 as an integer; Python does not (`range(4.0)` fails, deep in a job). A key the schema
+# types `integer` takes only a YAML integer: `samples: 4.0` stops the run here, naming the key.
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    ),
+)
+
+
 def schema() -> dict:
     """The config schema: the base file plus, from the technique registry, the technique names and each
     technique's option block."""
@@ -99,7 +109,7 @@ def validate(config: dict, source: str = "config") -> dict:
         raise ConfigError(f"{source}: the config must be a mapping, got {type(config).__name__}")
     load_technique_modules(config, source)
     sch = schema()
-    errors = sorted(jsonschema.Draft202012Validator(sch).iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors = sorted(_Validator(sch).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError("\n".join(_format(e, source) for e in errors))
     _set_defaults(config, sch)

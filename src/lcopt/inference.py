@@ -352,21 +352,42 @@ def warm_up(runner, tokenizer, prompt: dict, pad_token_id: int) -> float:
     return time.perf_counter() - start
 
 
+# What every record `run_datasets` writes has: a line without them is not a finished sample.
+FINISHED_FIELDS = ("_id", "status", "prediction")
+
+
 def _finished(partial: Path) -> list[dict]:
-    """Rows a killed job finished; a last line cut off mid-write is dropped (and cut from the file)."""
+    """Rows a killed job finished. A last line cut off mid-write is dropped (and cut from the file), and so
+    is any line that is not a finished sample (not a JSON object with `FINISHED_FIELDS`, e.g. an edit by
+    hand): the file is rewritten with the rows kept, and the warning says how many."""
     if not partial.exists():
         return []
-    rows, good_bytes = [], 0
+    rows, kept, dropped, cut = [], [], [], False
     with open(partial, "rb") as f:
         for line in f:
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 log.warning("%s: dropping an incomplete last line (the job was killed while writing it)", partial)
+                cut = True
                 break
-            good_bytes += len(line)
-    with open(partial, "r+b") as f:
-        f.truncate(good_bytes)
+            if isinstance(row, dict) and all(k in row for k in FINISHED_FIELDS):
+                rows.append(row)
+                kept.append(line)
+            else:
+                dropped.append(line.decode("utf-8", "replace").strip())
+    if dropped:
+        log.warning(
+            "%s: dropping %d line(s) that are not finished samples (no %s; the first: %.120s); kept %d rows",
+            partial,
+            len(dropped),
+            ", ".join(FINISHED_FIELDS),
+            dropped[0],
+            len(rows),
+        )
+    if dropped or cut:
+        with open(partial, "wb") as f:
+            f.writelines(kept)
     return rows
 
 

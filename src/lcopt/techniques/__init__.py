@@ -64,6 +64,7 @@ def register(*techniques: Technique) -> None:
             )
         if t.side not in SIDES:
             raise ValueError(f"technique {t.name!r}: side {t.side!r} is not one of {', '.join(SIDES)}")
+        _check_options_schema(t)
         known = _REGISTRY.get(t.name)
         if known is not None and type(known).__qualname__ != type(t).__qualname__:
             raise ValueError(f"technique {t.name!r} is registered twice ({known!r} and {t!r})")
@@ -75,6 +76,27 @@ def register(*techniques: Technique) -> None:
                     "but declare different options"
                 )
         _REGISTRY[t.name] = t
+
+
+def _check_options_schema(t: Technique) -> None:
+    """A technique's `options_schema` is a JSON schema (the metaschema's draft, as the config's) whose own
+    defaults it accepts, or registering it fails naming its module: a typo such as `type: intger` would
+    otherwise surface as a puzzling message about the user's config, or as an AttributeError."""
+    import jsonschema
+
+    module = sys.modules.get(type(t).__module__)
+    where = f"technique {t.name!r} ({getattr(module, '__file__', None) or type(t).__module__})"
+    schema = t.options_schema
+    if not isinstance(schema, dict):
+        raise ValueError(f"{where}: options_schema must be a JSON schema (a mapping), got {type(schema).__name__}")
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        at = "/".join(map(str, exc.absolute_path)) or "(top level)"
+        raise ValueError(f"{where}: options_schema is not a valid JSON schema at {at}: {exc.message}") from None
+    for error in jsonschema.Draft202012Validator(schema).iter_errors(default_options(t)):
+        option = "/".join(map(str, error.absolute_path))
+        raise ValueError(f"{where}: the default of option {option!r} breaks its own schema: {error.message}")
 
 
 def _discover() -> None:

@@ -116,6 +116,31 @@ def test_load_names_the_file_and_reports_yaml_errors(tmp_path):
         load([typo])
 
 
+def test_a_file_that_is_not_a_yaml_config_is_named(tmp_path):
+    """Snakemake's own reading of a --configfile names no file (a binary one gives a traceback); lcopt's
+    reader (the Snakefile's default config, `python -m lcopt.config`) names it and says what is wrong."""
+    import subprocess
+    import sys
+
+    binary = tmp_path / "weights.yaml"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    with pytest.raises(ConfigError, match=r"weights\.yaml: not a config file: not UTF-8 text \(byte 0"):
+        load([binary])
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- seed\n- 3\n")
+    with pytest.raises(ConfigError, match=r"list\.yaml: the config must be a mapping of keys, got a list"):
+        load([listing])
+    broken = tmp_path / "tabs.yaml"
+    broken.write_text("models:\n\tdemo: {path: lcopt-demo}\n")
+    proc = subprocess.run([sys.executable, "-m", "lcopt.config", str(broken)], capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.startswith(f"{broken}: cannot read config: not YAML"), proc.stderr
+    assert f'in "{broken}", line 2' in proc.stderr  # where the parser stopped, in that file
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(bad()))
+    proc = subprocess.run([sys.executable, "-m", "lcopt.config", str(good)], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("ok: 1 models"), proc.stdout + proc.stderr
+
+
 def test_snakemake_stops_before_any_job(tmp_path):
     import subprocess
 

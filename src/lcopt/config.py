@@ -251,15 +251,54 @@ def check_remote_code(config: dict, source: str = "config") -> None:
             )
 
 
+def read_file(path: str | Path) -> dict:
+    """One config file's keys, or an error that names the file: not readable, not text (UTF-8), not YAML
+    (with where the parser stopped), or not a mapping of keys.
+
+    Snakemake reads a `--configfile` itself, before the workflow starts, and its errors name no file (a
+    binary one gives a traceback): `python -m lcopt.config FILE...` checks a config the way the workflow
+    will, with this reader's messages."""
+    try:
+        Path(path).read_bytes().decode("utf-8")
+        with open(path, encoding="utf-8") as f:  # a named stream: the parser's messages give the file's name
+            data = yaml.safe_load(f) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a config file: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: cannot read config: not YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of keys, got a {type(data).__name__}")
+    return data
+
+
 def load(paths: Sequence[str | Path]) -> dict:
     """Merge YAML files (later ones override top-level keys, as snakemake does) and validate."""
     config: dict = {}
     for path in paths:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read config ({exc})") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the config must be a mapping of keys, got a {type(data).__name__}")
-        config.update(data)
+        config.update(read_file(path))
     return validate(config, ", ".join(map(str, paths)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m lcopt.config FILE...`: check config files as `snakemake --configfile FILE...` uses them
+    (merged, they alone define the run), with messages naming the file and the key."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m lcopt.config", description=main.__doc__)
+    parser.add_argument("files", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        config = load(args.files)
+        check_sources(config, ", ".join(map(str, args.files)))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"ok: {len(config['models'])} models x {len(config['stacks'])} stacks x {len(config['datasets'])} datasets")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

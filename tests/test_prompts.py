@@ -11,8 +11,9 @@ import pytest
 from conftest import shared_tokenizer
 
 from lcopt import synthetic
-from lcopt.prompts import build_prompt, has_chat_template, middle_truncate
+from lcopt.prompts import build_prompt, middle_truncate
 from lcopt.tasks import get_task
+from lcopt.tokenization import has_chat_template
 
 HEAD = "You are given several news passages. Write a one-page summary of all news. \n\nNews:\n"
 TAIL = "\n\nNow, write a one-page summary of all the news.\n\nSummary:"
@@ -393,7 +394,7 @@ def test_input_budget_is_the_smaller_of_config_and_context():
 
 def test_tokenizer_fingerprint_tells_template_and_vocabulary_apart(llama_tokenizer, minitron_tokenizer):
     """Llama-3.1-8B-Instruct and Minitron-4B-Width-Base share tokenizer.json but not the chat template."""
-    from lcopt.prompts import tokenizer_sha256
+    from lcopt.tokenization import tokenizer_sha256
 
     assert llama_tokenizer.get_vocab() == minitron_tokenizer.get_vocab()
     assert tokenizer_sha256(llama_tokenizer) != tokenizer_sha256(minitron_tokenizer)
@@ -401,3 +402,12 @@ def test_tokenizer_fingerprint_tells_template_and_vocabulary_apart(llama_tokeniz
     assert tokenizer_sha256(same) == tokenizer_sha256(minitron_tokenizer)
     same.add_tokens(["zzzunseen"])
     assert tokenizer_sha256(same) != tokenizer_sha256(minitron_tokenizer)
+
+
+def test_models_and_prompts_do_not_import_each_other():
+    """The tokenizer helpers both need live in lcopt.tokenization; prompts may use models, not the reverse."""
+    from lcopt.provenance import _imported_lcopt_modules, _module_file
+
+    assert "lcopt.prompts" not in _imported_lcopt_modules(_module_file("lcopt.models"))
+    assert "lcopt.tokenization" in _imported_lcopt_modules(_module_file("lcopt.models"))
+    assert "lcopt.tokenization" in _imported_lcopt_modules(_module_file("lcopt.prompts"))

@@ -38,8 +38,9 @@ from tqdm import tqdm
 from transformers.generation.streamers import BaseStreamer
 
 from lcopt.io import read_jsonl, write_jsonl_atomic, write_text_atomic
-from lcopt.prompts import COMPRESSION_FIELDS, tokenizer_sha256
+from lcopt.prompts import COMPRESSION_FIELDS
 from lcopt.provenance import git_state
+from lcopt.tokenization import tokenizer_sha256
 
 log = logging.getLogger(__name__)
 
@@ -452,7 +453,8 @@ def run_datasets(
     a job's start-up (imports, model load, warm-up: about 5 s on a CPU) is paid once per stack, not once
     per dataset. Every file resumes from its own `.partial`; all are published together at the end, so
     a job killed in its third dataset keeps the first two's samples for its rerun."""
-    from lcopt.models import load_tokenizer, load_variant
+    from lcopt.models import load_variant
+    from lcopt.tokenization import load_tokenizer
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     kv_options = kv_options or {}

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lcopt.io import atomic_dir, write_json_atomic
+from lcopt.tokenization import has_chat_template, load_tokenizer, tokenizer_sha256
 
 if TYPE_CHECKING:
     from lcopt.data import Calibration
@@ -166,11 +167,9 @@ def write_variant(
 
 
 def tokenizer_facts(source: str, trust_remote_code: bool = False) -> dict:
-    """What decides how a model is prompted and when it stops: its tokenizer (`lcopt.prompts.tokenizer_sha256`),
+    """What decides how a model is prompted and when it stops: its tokenizer (`lcopt.tokenization.tokenizer_sha256`),
     chat template, stop tokens and context length. Reads config and tokenizer only, no weights."""
     from transformers import AutoTokenizer
-
-    from lcopt.prompts import has_chat_template, tokenizer_sha256
 
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     eos = generation_config(source, trust_remote_code).eos_token_id
@@ -307,14 +306,6 @@ def build_random(
                     layer = random_tinygemm(child.in_features, child.out_features, int4_group_size, device, dtype)
                     setattr(parent, name, layer)
     return model
-
-
-def load_tokenizer(variant: dict):
-    """The tokenizer a variant runs with: its weights' own (or, for a random one, its config directory's)."""
-    from transformers import AutoTokenizer
-
-    source = variant.get("tokenizer") or variant["weights"]
-    return AutoTokenizer.from_pretrained(source, trust_remote_code=bool(variant.get("trust_remote_code")))
 
 
 def load_variant(variant_json: Path, device: str, dtype: str = "auto"):

@@ -13,11 +13,10 @@ fingerprint of the tokenizer, which inference checks against the tokenizer it ru
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 
 from lcopt.tasks import Task
+from lcopt.tokenization import has_chat_template, tokenizer_sha256
 
 # Per-sample figures of a prompt-side technique, carried from its rows into the predictions.
 # `original_tokens`, `compressed_tokens` and `compression_ratio` are LLMLingua's own count, in GPT-3.5
@@ -43,27 +42,6 @@ class Prompt:
     n_tokens_untruncated: int
     truncated: bool
     chat_template: bool
-
-
-def has_chat_template(tokenizer) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
-# Text whose ids tell normalizers and pre-tokenizers apart where vocabularies agree.
-TOKENIZER_PROBE = "Probe: naïve café, 12345 + 67890 = 80235.\n\tDon't   stop!  <s> </s> 日本語"
-
-
-def tokenizer_sha256(tokenizer) -> str:
-    """A fingerprint of what turns a prompt into ids: vocabulary, special tokens, chat template and the
-    ids of a probe text (with and without special tokens)."""
-    facts = [
-        sorted(tokenizer.get_vocab().items()),
-        tokenizer.all_special_tokens,
-        getattr(tokenizer, "chat_template", None) or "",
-        tokenizer(TOKENIZER_PROBE)["input_ids"],
-        tokenizer(TOKENIZER_PROBE, add_special_tokens=False)["input_ids"],
-    ]
-    return hashlib.sha256(json.dumps(facts, ensure_ascii=False, default=str).encode()).hexdigest()
 
 
 def input_budget(max_input_tokens: int, positions: int | None, max_new_tokens: int) -> int:

@@ -186,3 +186,28 @@ def test_pruning_a_gqa_group_lets_the_hidden_width_follow_and_the_model_reloads(
 
     ids = torch.tensor([[1, 2, 3, 4]])
     torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(tmp_path)(ids).logits, pruned(ids).logits)
+
+
+def test_prune_native_prunes_a_model_whose_prune_is_a_released_checkpoint():
+    """config/paper.yaml's two pruning rows: `prune` is the model's released checkpoint, `prune_native`
+    prunes the model itself with the same block's options and calibration, prompted as the model."""
+    from lcopt import jobs
+    from lcopt.config import validate
+
+    config = validate(
+        {
+            "models": {"llama": {"path": "meta-llama/Llama-3.1-8B-Instruct", "max_input_tokens": 4000}},
+            "datasets": {"kv": {"synthetic": "kv_retrieval", "words": 256}},
+            "stacks": ["baseline", "prune", "prune_native"],
+            "prune": {"checkpoints": {"llama": "nvidia/Llama-3.1-Minitron-4B-Width-Base"}, "multiple_of": 128},
+        }
+    )
+    assert jobs.checkpoint(config, "llama", "prune") == "nvidia/Llama-3.1-Minitron-4B-Width-Base"
+    assert jobs.checkpoint(config, "llama", "prune_native") is None
+    assert jobs.prompt_source(config, "llama", "prune") == "llama@prune"
+    assert jobs.prompt_source(config, "llama", "prune_native") == "llama"
+    native = jobs.model_technique(config, "llama", "prune_native")
+    assert native["checkpoint"] is None and native["options"]["multiple_of"] == 128
+    assert native["calibration"]["name"] == "kv" and "checkpoints" not in native["options"]
+    with pytest.raises(ValueError, match="a stack prunes once"):
+        validate(config | {"stacks": ["prune+prune_native"]})

@@ -280,11 +280,14 @@ def test_paper_config_builds_the_full_dag_offline(tmp_path):
     from lcopt.config import load
 
     n_models, n_datasets, n_stacks = 3, 6, len(load([REPO / "config/paper.yaml"])["stacks"])
-    assert n_stacks == 1 + 4 + 6  # baseline, the 4 techniques alone, their 6 pairs
+    assert n_stacks == 1 + 4 + 6 + 1  # baseline, the 4 techniques alone, their 6 pairs, prune_native
     assert counts["dataset"] == counts["compress_contexts"] == n_datasets  # model-independent: once
     assert counts["model_variant"] == n_models
-    # model-side variants, each made once per model: prune, gptq4 and prune+gptq4 (GPTQ of the pruned model)
-    assert counts["model_technique"] == n_models * 3
+    # model-side variants, each made once per model: prune, gptq4, prune+gptq4 (GPTQ of the pruned model) and
+    # prune_native, which prunes the instruct model itself where prune is a released checkpoint
+    assert counts["model_technique"] == n_models * 4
+    assert "results/models/llama-3.1-8b-instruct/prune_native/variant.json" in dag
+    assert "results/prompts/llama-3.1-8b-instruct/full/qasper.jsonl" in dag
     for variant in ("prune", "gptq4", "prune+gptq4"):
         for model in config["models"]:
             assert f"results/models/{model}/{variant}/variant.json" in dag, (model, variant)

@@ -281,6 +281,83 @@ def load(paths: Sequence[str | Path]) -> dict:
     return validate(config, ", ".join(map(str, paths)))
 
 
+def _type(node: dict) -> str:
+    """A schema node's type in words: the type (or types), its allowed values and bounds."""
+    kinds = node.get("type", "any")
+    text = " or ".join(kinds) if isinstance(kinds, list) else kinds
+    if text == "array":
+        text = f"list of {_type(node.get('items', {}))}"
+    if "enum" in node:
+        text += " (one of " + ", ".join(map(str, node["enum"])) + ")"
+    bounds = [f"{word} {node[key]}" for key, word in (("minimum", "≥"), ("maximum", "≤")) if key in node]
+    bounds += [f"> {node['exclusiveMinimum']}"] if "exclusiveMinimum" in node else []
+    return text + (f", {', '.join(bounds)}" if bounds else "")
+
+
+def _flow(value) -> str:
+    """A value as one line of YAML, cut at 60 characters."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000, allow_unicode=True).strip()
+    text = text.removesuffix("\n...").strip()
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _lookup(config: dict, path: list[str]):
+    """The value at `path` in a config, where `<name>` matches any key (the first); KeyError if none."""
+    node = config
+    for part in path:
+        if not isinstance(node, dict) or not node:
+            raise KeyError(part)
+        node = next(iter(node.values())) if part == "<name>" else node[part]
+    return node
+
+
+README_MARKERS = ("<!-- config keys: start -->\n", "<!-- config keys: end -->")
+
+
+def reference(config_dir: Path) -> str:
+    """config/README.md's table of every config key (the schema, with each registered technique's block):
+    its type, default, an example (the first of `config_dir`'s configs that sets it: config.yaml,
+    paper.yaml, then the others by name; else the schema's `examples`) and its description."""
+    first = [config_dir / "config.yaml", config_dir / "paper.yaml"]
+    files = [*first, *sorted(set(config_dir.glob("*.yaml")) - set(first))]
+    examples = {f.name: yaml.safe_load(f.read_text()) for f in files if f.is_file()}
+    rows = ["| key | type | default | example | description |", "|---|---|---|---|---|"]
+
+    def cell(text: str) -> str:
+        return " ".join(text.split()).replace("|", "\\|")
+
+    def example(path: list[str], node: dict) -> str:
+        for name, config in examples.items():
+            try:
+                return f"`{_flow(_lookup(config, path))}` ({name})"
+            except KeyError:
+                continue
+        return f"`{_flow(node['examples'][0])}`" if node.get("examples") else "—"
+
+    def walk(node: dict, path: list[str]) -> None:
+        required = set(node.get("required", []))
+        for key, sub in node.get("properties", {}).items():
+            here = [*path, key]
+            default = f"`{_flow(sub['default'])}`" if "default" in sub else "required" if key in required else "—"
+            description = cell(sub.get("description", ""))
+            cells = [f"`{'.'.join(here)}`", cell(_type(sub)), default, example(here, sub), description]
+            rows.append(f"| {' | '.join(cells)} |")
+            walk(sub, here)
+            if isinstance(sub.get("additionalProperties"), dict):
+                walk(sub["additionalProperties"], [*here, "<name>"])
+
+    walk(schema(), [])
+    return "\n".join(rows)
+
+
+def write_reference(config_dir: Path) -> None:
+    """Put `reference(config_dir)` into `config_dir`/README.md, between its markers (a test checks it)."""
+    readme = config_dir / "README.md"
+    head, rest = readme.read_text().split(README_MARKERS[0])
+    tail = rest.split(README_MARKERS[1])[1]
+    readme.write_text(f"{head}{README_MARKERS[0]}{reference(config_dir)}\n{README_MARKERS[1]}{tail}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m lcopt.config FILE...`: check config files as `snakemake --configfile FILE...` uses them
     (merged, they alone define the run), with messages naming the file and the key."""
@@ -288,8 +365,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     import sys
 
     parser = argparse.ArgumentParser(prog="python -m lcopt.config", description=main.__doc__)
-    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("files", nargs="*", type=Path)
+    parser.add_argument("--readme", type=Path, metavar="DIR", help="rewrite DIR/README.md's table of every key")
     args = parser.parse_args(argv)
+    if args.readme:
+        write_reference(args.readme)
+        return 0
+    if not args.files:
+        parser.error("give config files to check (or --readme DIR)")
     try:
         config = load(args.files)
         check_sources(config, ", ".join(map(str, args.files)))

@@ -14,7 +14,7 @@ from typing import Any
 
 from lcopt.config import technique_options
 from lcopt.stacks import options_key
-from lcopt.techniques import BASELINE
+from lcopt.techniques import BASELINE, get
 
 # Option keys that name other parts of the config rather than how a technique acts; a job gets what
 # they point to instead (its own checkpoint, its calibration rows).
@@ -57,8 +57,9 @@ def trusted(config: dict, source: str) -> bool:
 def checkpoint(config: dict, model: str, variant: str) -> str | None:
     """The released checkpoint that stands for `variant` of `model`: a variant of one model-side technique
     whose block maps the model to one (`<block>.checkpoints.<model>`); a checkpoint is that technique
-    applied to the base model, so never to a variant of a variant."""
-    if variant == BASELINE or "+" in variant:
+    applied to the base model, so never to a variant of a variant, nor to a technique that makes its own
+    (`uses_checkpoints`: prune_native)."""
+    if variant == BASELINE or "+" in variant or not get(variant).uses_checkpoints:
         return None
     return technique_options(config, variant).get("checkpoints", {}).get(model)
 

@@ -72,9 +72,11 @@ class ModelTechnique(Technique):
     """Makes a model variant: the parent variant (`variant.json`) in, a `from_pretrained` directory out.
 
     A released checkpoint (`options["checkpoints"][model]`) replaces `make_variant` for any model-side
-    technique whose block has `checkpoints` (`lcopt.models.write_technique_variant`)."""
+    technique whose block has `checkpoints` (`lcopt.models.write_technique_variant`), unless it sets
+    `uses_checkpoints` False: `prune_native` shares `prune`'s block and always prunes itself."""
 
     side: ClassVar[Side] = "model"
+    uses_checkpoints: ClassVar[bool] = True
     # The weights end up packed into integers: nothing can act on them afterwards, so it is the last
     # model-side technique of a stack and the only one of its kind (prune+gptq4 is GPTQ of the pruned model).
     packs_weights: ClassVar[bool] = False

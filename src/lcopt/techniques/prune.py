@@ -257,5 +257,24 @@ class Prune(ModelTechnique):
             tokenizer.save_pretrained(tmp)
         return {"parameters_before": before, "parameters_after": after, "target": vars(target)}
 
+    def incompatibility(self, other) -> str | None:
+        return "a stack prunes once" if isinstance(other, Prune) else None
 
-register(Prune("prune"))
+
+class NativePrune(Prune):
+    """`prune` done by lcopt on every model, also one whose `prune.checkpoints` names a released checkpoint.
+
+    Why: a released checkpoint changes more than the pruning (Minitron-4B-Width is a base model, not an
+    instruct one; Mistral-NeMo-Minitron-8B has 8,192 positions; both are distilled), so a `prune` row made
+    from it mixes those effects with pruning's. `prune_native` prunes the instruct model itself, keeping its
+    context and chat template, with `prune:`'s kept fractions and calibration; beside `prune` it tells the
+    two apart (config/paper.yaml)."""
+
+    uses_checkpoints = False
+    summary = (
+        "`prune` made by lcopt on every model, never a released checkpoint (beside `prune`, it tells pruning "
+        "apart from what a released checkpoint also changes)"
+    )
+
+
+register(Prune("prune"), NativePrune("prune_native", options_key="prune"))

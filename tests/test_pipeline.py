@@ -268,3 +268,22 @@ def test_predictions_of_random_weights_are_not_scored(tmp_path):
     assert summary["system"]["e2e_s"]["mean"] == 2.0 and summary["system"]["e2e_with_compression_s"]["mean"] == 2.0
     measured = score_rows("passkey", [dict(preds[0], init="pretrained")], rows, prompts)
     assert measured[0]["score"] == 1.0
+
+
+@pytest.mark.parametrize("kernel_peak", [True, False])
+def test_a_cpu_sample_s_peak_memory_includes_a_brief_allocation(monkeypatch, kernel_peak):
+    """The peak RSS of a sample: on Linux the kernel's own (VmHWM, reset at the sample's start), which sees
+    an allocation however briefly it lived; elsewhere a thread that samples the RSS every millisecond."""
+    import time
+
+    if not kernel_peak:
+        monkeypatch.setattr(inference, "_reset_peak_rss", lambda: False)
+    probe = inference.MemoryProbe([torch.device("cpu")])
+    probe.start()
+    spike = torch.ones(16 * 2**20)  # 64 MiB, written
+    if not kernel_peak:
+        time.sleep(0.3)  # the sampler needs the allocation to outlive a few of its reads (on a busy machine too)
+    del spike
+    reading = probe.read()
+    assert reading["peak_mem_above_start_bytes"] >= 60 * 2**20, reading
+    assert ("VmHWM" in reading["mem_source"]) == kernel_peak

@@ -6,12 +6,15 @@ count that splits a sum (pinned to one, as in the workflow's rules)."""
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from determinism_stages import STAGES
+
+from lcopt.workflow import CPU_KERNELS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,7 +25,9 @@ def two_runs(tmp_path_factory):
     procs = []
     for seed in ("1", "2"):
         out = tmp_path_factory.mktemp(f"run{seed}")
-        env = os.environ | {"PYTHONHASHSEED": seed, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+        # the CPU kernels the workflow's jobs get (lcopt.workflow.pin_cpu_kernels), unless already set
+        env = CPU_KERNELS | dict(os.environ) if platform.machine().lower() in ("x86_64", "amd64") else dict(os.environ)
+        env |= {"PYTHONHASHSEED": seed, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
         command = [sys.executable, str(REPO / "tests" / "determinism_stages.py"), str(out)]
         procs.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
     results = []

@@ -3,6 +3,7 @@ the paper's DAG, the demo-model training rule and the real SmolLM2 model."""
 
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -80,6 +81,12 @@ def test_run_writes_predictions_scores_tables_and_plots(finished_run):
     from lcopt.provenance import gpus
 
     assert provenance["gpus"] == gpus() and len(provenance["git_commit"]) == 40  # "none" on a CPU
+    if platform.machine().lower() in ("x86_64", "amd64"):  # the jobs computed with the pinned CPU kernels
+        assert provenance["cpu_kernels"] == {
+            "ATEN_CPU_CAPABILITY": "avx2",
+            "MKL_CBWR": "AVX2",
+            "ONEDNN_MAX_CPU_ISA": "AVX2",
+        }
     # one inference job per stack, for all of its datasets
     log = (r / "logs/inference/demo/baseline.log").read_text()
     assert "baseline/facts-200" in log and "baseline/passkey-200" in log and log.count("warm-up took") == 1

@@ -16,19 +16,16 @@ from pathlib import Path
 
 import polars as pl
 
-TIMING = {
-    "ttft_s",
-    "tpot_s",
-    "e2e_s",
-    "decode_tokens_per_s",
-    "peak_mem_bytes",
-    "nvml_used_bytes",
-    "compression_seconds",
-}
+from lcopt.inference import READINGS
+
+# This run's clock, memory and energy readings (lcopt.inference.READINGS), and the times made of them;
+# what code made each file (two runs compared are often of two commits).
+TIMING = READINGS | {"compression_seconds", "e2e_with_compression_s"}
+PROVENANCE = {"git_commit", "git_dirty"}
 
 
 def summary_without_timing(path: Path) -> dict:
-    s = json.loads(path.read_text())
+    s = {k: v for k, v in json.loads(path.read_text()).items() if k not in PROVENANCE}
     s["system"] = {k: v for k, v in s.get("system", {}).items() if k not in TIMING}
     return s
 
@@ -37,7 +34,8 @@ def table_without_timing(path: Path) -> pl.DataFrame:
     df = pl.read_csv(path, infer_schema_length=None)
     if "metric" in df.columns:
         df = df.filter(~pl.col("metric").is_in(sorted(TIMING)))
-    return df.select([c for c in df.columns if c not in TIMING and not c.endswith(("_s", "seconds"))])
+    keep = [c for c in df.columns if c not in TIMING | PROVENANCE and not c.endswith(("_s", "seconds", "_bytes"))]
+    return df.select(keep)
 
 
 def main(a: Path, b: Path) -> int:
@@ -48,7 +46,7 @@ def main(a: Path, b: Path) -> int:
             compared += 1
             if summary_without_timing(path) != summary_without_timing(other):
                 differences.append(str(path.relative_to(a)))
-    tables = sorted(a.glob("tables/*.csv"))
+    tables = [t for t in sorted(a.glob("tables/*.csv")) if not t.name.startswith("latency")]  # all timings
     for path in tables:
         other = b / path.relative_to(a)
         if other.is_file():

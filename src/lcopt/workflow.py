@@ -11,13 +11,16 @@ import sys
 import traceback
 from pathlib import Path
 
-# On x86-64, PyTorch's vectorized kernels, MKL's matrix products and oneDNN take the AVX2 path, which
-# every x86-64 CPU of the last decade has. Left to choose, each takes the widest path the CPU has (AVX-512
-# on many), whose sums round differently: on an AMD EPYC with AVX2, forcing PyTorch's plain kernels
-# changed the bits of matrix products, softmax and attention and one of the first four gptq4 answers on
-# passkey-2k, and MKL's SSE2 path those of matrix products. Pinned, two x86-64 machines compute alike (on
-# one with AVX2 the pins change nothing); a variable already set wins. With the thread counts the rules
-# fix, this is what lets a CPU run's numbers be the same on another machine.
+# On x86-64, PyTorch's vectorized kernels, MKL (matrix products and LAPACK) and oneDNN take their AVX2
+# paths, which every x86-64 CPU of the last decade has. Left to choose, each takes what it finds best on
+# the CPU at hand (AVX-512 on many Intel CPUs; on AMD, MKL's own non-Intel dispatch), and their sums
+# round differently. Measured on an AMD EPYC (AVX2): MKL_CBWR=AVX2 changes MKL's cholesky_inverse, which
+# GPTQ runs on every layer's Hessian, so the default run's GPTQ weights changed with it and gptq4 on
+# passkey-2k reads 86.5 pinned against 92.7 unpinned (issue 21's fresh run on another machine read 86.5);
+# forcing PyTorch's plain kernels (ATEN_CPU_CAPABILITY=default) changed matrix products, softmax and
+# attention, and one of the first four gptq4 answers on passkey-2k. Pinned, any two x86-64 machines
+# take the same paths; a variable already set wins. With the thread counts the rules fix, this is what
+# lets a CPU run's numbers be the same on another machine.
 CPU_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 

@@ -150,7 +150,8 @@ def test_failed_and_empty_predictions_reach_the_tables(tmp_path):
 
     rows = list(synthetic.generate("passkey", 64, 3, seed=1))
     write_jsonl_atomic(tmp_path / "rows.jsonl", rows)
-    write_jsonl_atomic(tmp_path / "prompts.jsonl", [{"_id": r["_id"], "prompt": r["context"]} for r in rows])
+    prompts = [{"_id": r["_id"], "prompt": r["context"], "content": r["context"]} for r in rows]
+    write_jsonl_atomic(tmp_path / "prompts.jsonl", prompts)
     preds = [
         {"_id": rows[0]["_id"], "status": "ok", "prediction": rows[0]["answers"][0], "truncated": True},
         {"_id": rows[1]["_id"], "status": "ok", "prediction": "“…”", "chat_template": False},

@@ -204,14 +204,14 @@ def test_a_row_without_answers_is_a_clear_error(tmp_path):
 
     rows = [{"_id": "a", "input": "q", "context": "c", "answers": []}]
     preds = [{"_id": "a", "status": "ok", "prediction": "x"}]
-    prompts = [{"_id": "a", "prompt": "c q"}]
+    prompts = [{"_id": "a", "prompt": "c q", "content": "c\n\nq"}]
     with pytest.raises(ValueError, match=r"sample 'a' of task passkey: sample has no reference answers"):
         score_rows("passkey", preds, rows, prompts)
     with pytest.raises(KeyError, match=r"prediction 'a' has no row in the prompts file"):
         score_rows("passkey", preds, [rows[0] | {"answers": ["x"]}], [])
 
 
-def test_support_metrics_read_the_prompt_the_model_received_not_the_row(tmp_path):
+def test_support_metrics_read_the_content_the_model_received_not_the_row(tmp_path):
     """A word of the original context that compression or truncation removed is not support; the lookup
     tasks' stricter metric sees a value of another key."""
     from lcopt.scoring import score_rows
@@ -219,8 +219,8 @@ def test_support_metrics_read_the_prompt_the_model_received_not_the_row(tmp_path
     row = next(synthetic.generate("kv_retrieval", 200, 1, seed=0))
     other_value = next(v for v in row["key_values"].values() if v != row["answers"][0])
     preds = [{"_id": row["_id"], "status": "ok", "prediction": other_value}]
-    full = [{"_id": row["_id"], "prompt": row["context"] + " " + row["input"]}]
-    cut = [{"_id": row["_id"], "prompt": row["input"]}]  # the facts were compressed away
+    full = [{"_id": row["_id"], "content": row["context"] + "\n\n" + row["input"]}]
+    cut = [{"_id": row["_id"], "content": row["input"]}]  # the facts were compressed away
     (scored,) = score_rows("kv_retrieval", preds, [row], full)
     assert scored["unsupported_token_rate"] == 0.0 and scored["other_key_value_rate"] == 1.0
     assert scored["score"] == 0.0
@@ -239,7 +239,7 @@ def test_predictions_of_random_weights_are_not_scored(tmp_path):
     from lcopt.scoring import score_rows, summarize
 
     rows = [{"_id": "a", "input": "q", "context": "the code is 12", "answers": ["12"]}]
-    prompts = [{"_id": "a", "prompt": "the code is 12 q"}]
+    prompts = [{"_id": "a", "prompt": "the code is 12 q", "content": "the code is 12\n\nq"}]
     preds = [{"_id": "a", "status": "ok", "prediction": "12", "init": "random", "e2e_s": 2.0, "ttft_s": 1.0}]
     scored = score_rows("passkey", preds, rows, prompts)
     assert "score" not in scored[0] and scored[0]["not_measured"]

@@ -319,7 +319,14 @@ def _signed(value, scale: float = 100.0) -> str:
     return "—" if value is None else f"{value * scale:+.1f}"
 
 
-SUPPORT_METRICS = ("unsupported_token_rate", "unsupported_entity_rate", "other_key_value_rate")
+# each support rate beside its gold floor: the reference answers' own rate against the same content
+SUPPORT_METRICS = (
+    "unsupported_token_rate",
+    "gold_unsupported_token_rate",
+    "unsupported_entity_rate",
+    "gold_unsupported_entity_rate",
+    "other_key_value_rate",
+)
 
 
 def markdown(long: pl.DataFrame, pairs: pl.DataFrame | None = None, comp: pl.DataFrame | None = None) -> str:
@@ -405,10 +412,13 @@ def markdown(long: pl.DataFrame, pairs: pl.DataFrame | None = None, comp: pl.Dat
             )
         lines += [
             "",
-            "`unsupported_token_rate`: share of the prediction's words found nowhere in the prompt the model "
-            "received; `unsupported_entity_rate` (LongBench tasks): share of its numbers and capitalized names "
-            "not found there as a run of words; `other_key_value_rate` (synthetic lookups): share of answers "
-            "that name another key's value. Empty predictions have none (docs/metrics.md).",
+            "`unsupported_token_rate`: share of the prediction's words found nowhere in the content the model "
+            "received (its context and question after compression and truncation, not the templates); "
+            "`unsupported_entity_rate` (LongBench tasks): share of its numbers and names not found there as a "
+            "run of words; `gold_…`: the same rate of the reference answers against the same content, the floor "
+            "a model's rate is read against (reference summaries name sources and facts their news does not); "
+            "`other_key_value_rate` (synthetic lookups): share of answers that name another key's value. Empty "
+            "predictions have none (docs/metrics.md).",
         ]
     sysm = long.filter(pl.col("kind") == "system")
     if not sysm.is_empty():

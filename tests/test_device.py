@@ -83,7 +83,7 @@ def test_random_8b_tokens_equal_generate_in_float32(shared_assets, kv):
     `generate`'s. In float32, where rounding cannot decide a near tie between two logits."""
     model = random_model(shared_assets, "meta-llama--Llama-3.1-8B-Instruct", torch.float32)
     ids = torch.randint(0, 128000, (1500,), generator=torch.Generator().manual_seed(2)).tolist()
-    reference, _, _ = ReferenceRunner(model, kv, {}, "cuda").generate(ids, NEW_TOKENS, pad_token_id=0)
+    reference = ReferenceRunner(model, kv, {}, "cuda").generate(ids, NEW_TOKENS, pad_token_id=0)
     engine = FastEngine(model, static_cache_factory(kv, model, {}))
     fast = engine.generate(ids, NEW_TOKENS, stop=set())
     assert engine.graph is not None and engine.cache.fused
@@ -111,23 +111,107 @@ def test_random_8b_bf16_differs_from_generate_only_at_near_ties(shared_assets):
         assert gap < 0.05  # a tie at bf16's resolution of these logits (|logit| ~ 1-5: ulp 2^-7..2^-5)
 
 
-@pytest.mark.parametrize(("width", "group_size"), [(4096, 128), (576, 64)])  # the 8B's; SmolLM2's (shallower tiles)
-def test_tinygemm_int4_on_the_gpu_equals_dequantized_weights(width, group_size):
+def random_int4(out_features: int, width: int, group_size: int, seed: int = 0):
+    """A 4-bit layer of random codes on the GPU, and the (codes, scales, zeros) it was built from."""
     from lcopt.int4 import TinyGemmLinear
 
-    torch.manual_seed(0)
+    g = torch.Generator(device="cuda").manual_seed(seed)
     groups = width // group_size
-    codes = torch.randint(0, 16, (4096, width), dtype=torch.uint8, device="cuda")
-    scales = torch.rand(groups, 4096, device="cuda") * 0.02
-    zeros = torch.randint(0, 16, (groups, 4096), device="cuda").float()
-    layer = TinyGemmLinear(codes, scales, zeros, group_size)
+    codes = torch.randint(0, 16, (out_features, width), dtype=torch.uint8, device="cuda", generator=g)
+    scales = torch.rand(groups, out_features, device="cuda", generator=g) * 0.02
+    zeros = torch.randint(0, 16, (groups, out_features), device="cuda", generator=g).float()
+    return TinyGemmLinear.from_codes(codes, scales, zeros, group_size), codes, scales, zeros
+
+
+@pytest.mark.parametrize(("width", "group_size"), [(4096, 128), (576, 64)])  # the 8B's; SmolLM2's (shallower tiles)
+def test_tinygemm_int4_on_the_gpu_equals_dequantized_weights(width, group_size):
+    layer, codes, scales, zeros = random_int4(4096, width, group_size)
     group = torch.arange(width, device="cuda") // group_size
     weight = (scales[group].t() * (codes.float() - zeros[group].t())).bfloat16()
-    for rows in (3, 40):  # decode (the int4 kernel) and prefill (dequantized for cuBLAS)
+    for rows in (3, 40):  # decode (the int4 kernel) and prefill (dequantized from the packed codes for cuBLAS)
         x = torch.randn(rows, width, device="cuda").bfloat16()
         expected = x.float() @ weight.float().t()
         err = (layer(x).float() - expected).norm() / expected.norm()
         assert err < 1e-2, (rows, err)
+
+
+@pytest.mark.parametrize(
+    ("out_features", "width", "group_size"), [(4096, 4096, 128), (4096, 14336, 128), (192, 576, 64)]
+)
+def test_the_prefill_dequantizes_the_one_packed_copy_the_kernel_reads(out_features, width, group_size):
+    """The GPU holds the codes once, in tinygemm's layout: lcopt's reading of that layout gives back the codes,
+    the prefill's Triton dequantization equals what the kernel itself multiplies by (read out as torchao's
+    `get_plain` does, through the kernel on an identity matrix) bit for bit, and differs from the old plain
+    copy's dequantization (two bf16 roundings) by its first rounding at most."""
+    from lcopt.int4 import tinygemm_codes
+
+    layer, codes, _, _ = random_int4(out_features, width, group_size, seed=1)
+    assert [name for name, t in layer.named_buffers() if t is not None] == ["packed", "scales_and_zeros"]
+    assert layer.weight_bytes() == out_features * width // 2 + out_features * width // group_size * 4
+    assert torch.equal(tinygemm_codes(layer.packed), codes)
+    eye = torch.eye(width, dtype=torch.bfloat16, device="cuda")
+    kernel = torch.ops.aten._weight_int4pack_mm(eye, layer.packed, group_size, layer.scales_and_zeros).t()
+    mine = layer.dequantize()
+    assert mine.dtype == torch.bfloat16 and torch.equal(mine, kernel)
+    # the old prefill: a plain copy of the codes dequantized in bf16 ops (the product rounded, then the sum)
+    n, k = codes.shape
+    scales, offsets = (t[..., None] for t in layer.scales_and_zeros.permute(2, 1, 0))  # [out, groups, 1] each
+    old = ((codes.view(n, k // group_size, group_size).bfloat16() - 8) * scales + offsets).view(n, k)
+    bound = (scales.float().abs() * 2**-4).expand(n, k // group_size, group_size).reshape(n, k)
+    step = 2.0 ** (torch.floor(torch.log2(mine.float().abs().clamp_min(2**-126))) - 7)
+    assert ((mine.float() - old.float()).abs() <= bound + step).all()
+    x = torch.randn(40, width, device="cuda").bfloat16()
+    torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, old), rtol=2e-2, atol=2e-2)
+
+
+def test_fused_4bit_projections_on_the_gpu_equal_their_members():
+    """The 8B's Q, K and V as one tinygemm launch: the decode output is the three outputs side by side, bit
+    for bit (every 8 output rows are computed alike), and the members, now views, still compute theirs."""
+    from lcopt.engine import Projections
+
+    layers = [random_int4(n, 4096, 128, seed=n)[0] for n in (4096, 1024, 1024)]
+    x1, x40 = torch.randn(1, 4096, device="cuda").bfloat16(), torch.randn(40, 4096, device="cuda").bfloat16()
+    before1, before40 = [m(x1) for m in layers], [m(x40) for m in layers]
+    allocated = torch.cuda.memory_allocated()
+    projections = Projections(layers, fuse=True)
+    assert projections.layer is not None
+    assert torch.cuda.memory_allocated() <= allocated  # the members' buffers are views of the fused layer's
+    assert torch.equal(projections(x1), torch.cat(before1, dim=-1))
+    torch.testing.assert_close(projections(x40), torch.cat(before40, dim=-1), rtol=1e-2, atol=1e-2)
+    for m, out in zip(layers, before1, strict=True):
+        assert torch.equal(m(x1), out)
+
+
+def test_torchao_int4_decodes_in_the_benchmarks_compiled_loop(shared_assets):
+    """The benchmark's torchao peer (`torchao4:hf-compiled`) runs: torchao's int4 weight-only config in
+    tinygemm's layout, the decode step compiled whole over transformers' static cache. Its first token (the
+    eager prefill) is `generate`'s on the same quantized weights; the agreement after it is printed."""
+    pytest.importorskip("torchao")
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from lcopt.decode_benchmark import run_hf_compiled, to_torchao_int4
+    from lcopt.probe import TokenClock
+
+    config = AutoConfig.from_pretrained(shared_assets / "models" / "meta-llama--Llama-3.1-8B-Instruct")
+    config.num_hidden_layers, config._attn_implementation = 2, "sdpa"
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).eval()
+    model.generation_config.eos_token_id = None
+    to_torchao_int4(model)
+    assert type(model.model.layers[0].mlp.down_proj.weight).__name__ == "Int4TilePackedTo4dTensor"
+    ids = torch.randint(0, 128000, (600,), generator=torch.Generator().manual_seed(4)).tolist()
+    go = run_hf_compiled(model, "none", ids, 16, {"compile_mode": "reduce-overhead"})
+    clock = TokenClock("cuda")
+    tokens = go(clock)
+    assert len(tokens) == 16 and len(clock.stamps) == 16
+    x = torch.tensor([ids], device="cuda")
+    with torch.inference_mode():
+        reference = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=16, do_sample=False,
+                                   pad_token_id=0)[0, len(ids) :].tolist()  # fmt: skip
+    i = first_divergence(tokens, reference)
+    print(f"torchao int4, compiled loop vs generate: tokens agree for {16 if i is None else i} of 16")
+    assert tokens[0] == reference[0]
 
 
 def multi_news_ids(tokenizer, shared_assets, tokens: int) -> list[int]:
@@ -158,7 +242,7 @@ def test_smollm2_tokens_equal_generate_on_the_gpu(smollm2_dir, shared_assets, kv
     model.generation_config.eos_token_id = None  # compare 64 tokens, not where each stops
     ids = multi_news_ids(tokenizer, shared_assets, 2000)
     assert len(ids) > 1000
-    reference, _, _ = ReferenceRunner(model, kv, {}, "cuda").generate(ids, NEW_TOKENS, pad_token_id=0)
+    reference = ReferenceRunner(model, kv, {}, "cuda").generate(ids, NEW_TOKENS, pad_token_id=0)
     engine = FastEngine(model, static_cache_factory(kv, model, {}))
     fast = engine.generate(ids, NEW_TOKENS, stop=set())
     assert engine.graph is not None and engine.cache.fused

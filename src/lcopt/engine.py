@@ -18,7 +18,6 @@ models whose layers are Llama's (`llama`, `mistral` without a sliding window); o
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable, Sequence
 
 import torch
@@ -109,14 +108,11 @@ def add_rms_norm(h: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps
     return h, rms_norm(h, weight, eps)
 
 
-def rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-    """transformers' apply_rotary_pos_emb for one position: q [Hq, D], k [Hkv, D], cos/sin [1, D]."""
-
-    def rotate(x):
-        half = x.shape[-1] // 2
-        return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-    return q * cos + rotate(q) * sin, k * cos + rotate(k) * sin
+def rope(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """transformers' apply_rotary_pos_emb for one position, the query and key heads at once (one kernel
+    when compiled): qk [Hq + Hkv, D], cos/sin [1, D]."""
+    half = qk.shape[-1] // 2
+    return qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin
 
 
 def silu_mul(gate_up: torch.Tensor, intermediate: int) -> torch.Tensor:
@@ -124,23 +120,32 @@ def silu_mul(gate_up: torch.Tensor, intermediate: int) -> torch.Tensor:
 
 
 class Projections:
-    """Several projections of the same input as one matmul when they are plain `nn.Linear` layers without
-    bias (their weights become views of one fused matrix: no extra memory); else one call each."""
+    """Several projections of the same input as one kernel launch: plain `nn.Linear` layers (no bias, no
+    tensor-subclass weight such as torchao's) become views of one fused matrix, and layers of a class with
+    a `fuse(layers)` classmethod (4-bit `lcopt.int4.TinyGemmLinear`) one fused layer whose buffers they
+    then view: no extra memory either way. Otherwise (or with `fuse` off) one call each."""
 
     def __init__(self, modules: list[torch.nn.Module], fuse: bool):
         self.modules = modules
-        self.sizes = [m.out_features for m in modules]
-        self.weight = None
-        plain = all(type(m) is torch.nn.Linear and m.bias is None for m in modules)
-        if fuse and plain:
+        self.weight = self.layer = None
+        kind = type(modules[0])
+        if not fuse or any(type(m) is not kind for m in modules):
+            return
+        if kind is torch.nn.Linear and all(m.bias is None and type(m.weight) is torch.nn.Parameter for m in modules):
             with torch.no_grad():
                 self.weight = torch.cat([m.weight for m in modules])
-                for m, part in zip(modules, self.weight.split(self.sizes), strict=True):
+                parts = self.weight.split([m.out_features for m in modules])
+                for m, part in zip(modules, parts, strict=True):
                     m.weight = torch.nn.Parameter(part, requires_grad=False)
+        elif hasattr(kind, "fuse"):
+            with torch.no_grad():
+                self.layer = kind.fuse(modules)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.weight is not None:
             return F.linear(x, self.weight)
+        if self.layer is not None:
+            return self.layer(x)
         return torch.cat([m(x) for m in self.modules], dim=-1)
 
 
@@ -309,10 +314,12 @@ class FastEngine:
     def _segment_step(self, seg: Segment) -> None:
         """One decode step of a segment's layers on its device state: the first segment embeds `token`,
         the others read the hidden state; the last ends in the LM head's argmax. On a GPU, per layer: one
-        norm (fused with the residual add), one QKV matmul, one rotary kernel, the cache's append and
-        attention, the output projection, one gate-up matmul, SiLU x up, down."""
+        norm (fused with the residual add), one QKV matmul (bf16 or 4-bit), one rotary kernel for the query
+        and key heads, the cache's append and attention, the output projection, one gate-up matmul,
+        SiLU x up, down (`benchmarks/count_kernels.py` counts them)."""
         g = self.geometry
-        d, q_size, kv_size = g["head_dim"], g["q_heads"] * g["head_dim"], g["kv_heads"] * g["head_dim"]
+        d, q_heads, q_size = g["head_dim"], g["q_heads"], g["q_heads"] * g["head_dim"]
+        qk_size = q_size + g["kv_heads"] * d
         first, final = seg is self.segments[0], seg is self.segments[-1]
         h = self.model.get_input_embeddings()(seg.token.view(1, 1))[0] if first else self.hidden[seg.device]
         cos, sin = self.cos[seg.device][seg.pos], self.sin[seg.device][seg.pos]
@@ -320,9 +327,10 @@ class FastEngine:
         for local, i in enumerate(seg.layers):
             layer = self.layers[i]
             attn, mlp = layer.self_attn, layer.mlp
-            q, k, v = self.qkv[i](x).split([q_size, kv_size, kv_size], dim=-1)
-            q, k = self.rope(q.view(-1, d), k.view(-1, d), cos, sin)
-            seg.cache.append(local, k, v.view(-1, d), seg.pos)
+            qkv = self.qkv[i](x)
+            qk = self.rope(qkv[:, :qk_size].view(-1, d), cos, sin)
+            q, k, v = qk[:q_heads], qk[q_heads:], qkv[:, qk_size:].view(-1, d)
+            seg.cache.append(local, k, v, seg.pos)
             o = seg.cache.attend(local, q, seg.length)
             h, x = self.add_rms_norm(h, attn.o_proj(o.view(1, -1)), layer.post_attention_layernorm.weight, self.eps)
             gate_up = self.gate_up[i](x)
@@ -382,11 +390,3 @@ class FastEngine:
             if on_token:
                 on_token()
         return out
-
-
-def timed(engine: FastEngine, input_ids: Sequence[int], max_new_tokens: int) -> tuple[list[int], list[float], float]:
-    """(tokens, host time of each token, start time): the stamps the inference stage turns into TTFT/TPOT."""
-    stamps: list[float] = []
-    start = time.perf_counter()
-    tokens = engine.generate(input_ids, max_new_tokens, on_token=lambda: stamps.append(time.perf_counter()))
-    return tokens, stamps, start

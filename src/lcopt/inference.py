@@ -26,18 +26,14 @@ import hashlib
 import json
 import logging
 import os
-import statistics
-import threading
 import time
-from itertools import pairwise
 from pathlib import Path
 
-import psutil
 import torch
 from tqdm import tqdm
-from transformers.generation.streamers import BaseStreamer
 
 from lcopt.io import read_jsonl, write_jsonl_atomic, write_text_atomic
+from lcopt.probe import MemoryProbe, TokenClock
 from lcopt.prompts import COMPRESSION_FIELDS, tokenizer_sha256
 from lcopt.provenance import git_state
 
@@ -57,25 +53,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError | MemoryError) or (
         isinstance(exc, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(exc)
     )
-
-
-class TokenClock(BaseStreamer):
-    """Stamps the wall time of each generated token (`generate` first puts the prompt, then tokens)."""
-
-    def __init__(self, device: str):
-        self.device = device
-        self.stamps: list[float] = []
-        self._prompt_seen = False
-
-    def put(self, value) -> None:
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        if self._prompt_seen:
-            self.stamps.append(time.perf_counter())
-        self._prompt_seen = True
-
-    def end(self) -> None:
-        pass
 
 
 def make_cache(kv_method: str, model_config, options: dict | None = None):
@@ -133,81 +110,6 @@ def model_devices(model) -> list[torch.device]:
     return sorted({p.device for p in model.parameters()}, key=str)
 
 
-class MemoryProbe:
-    """Per-sample peak memory of the devices a model uses, plus NVML memory and energy on NVIDIA GPUs."""
-
-    def __init__(self, devices: list[torch.device]):
-        self.cuda = [d for d in devices if d.type == "cuda"]
-        self.nvml = []
-        self.gpus = []
-        if self.cuda:
-            try:
-                import pynvml
-
-                pynvml.nvmlInit()
-                for d in self.cuda:
-                    props = torch.cuda.get_device_properties(d)
-                    uuid = f"GPU-{props.uuid}"
-                    self.nvml.append(pynvml.nvmlDeviceGetHandleByUUID(uuid))
-                    self.gpus.append({"name": props.name, "uuid": uuid})
-                self.pynvml = pynvml
-            except Exception as exc:  # NVML is optional; torch's numbers remain
-                log.warning("NVML unavailable: %s", exc)
-                self.nvml = []
-                self.gpus = [{"name": torch.cuda.get_device_properties(d).name, "uuid": None} for d in self.cuda]
-        self._rss_thread = None
-
-    def _energy_mj(self) -> int | None:
-        try:
-            return sum(self.pynvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in self.nvml) if self.nvml else None
-        except Exception:
-            return None
-
-    def start(self) -> None:
-        if self.cuda:
-            for d in self.cuda:
-                torch.cuda.reset_peak_memory_stats(d)
-            self.start_bytes = sum(torch.cuda.memory_allocated(d) for d in self.cuda)
-            return
-        process = psutil.Process()
-        self.start_bytes = self.peak = process.memory_info().rss
-        self._stop = threading.Event()
-
-        def sample():
-            while not self._stop.wait(0.001):
-                self.peak = max(self.peak, process.memory_info().rss)
-
-        self._rss_thread = threading.Thread(target=sample, daemon=True)
-        self._rss_thread.start()
-
-    def mark_decode(self) -> None:
-        """Called when decoding starts (after the first token): energy is counted from here."""
-        self.energy_start = self._energy_mj()
-
-    def read(self) -> dict:
-        if self.cuda:
-            peak = sum(torch.cuda.max_memory_allocated(d) for d in self.cuda)
-            out = {"peak_mem_bytes": peak, "peak_mem_above_start_bytes": peak - self.start_bytes}
-            out["mem_source"] = f"torch.cuda peak allocated, {len(self.cuda)} device(s)"
-            out["gpus"] = self.gpus
-            if self.nvml:
-                out["nvml_used_bytes"] = sum(self.pynvml.nvmlDeviceGetMemoryInfo(h).used for h in self.nvml)
-            return out
-        self._stop.set()
-        self._rss_thread.join()
-        self.peak = max(self.peak, psutil.Process().memory_info().rss)
-        return {
-            "peak_mem_bytes": self.peak,
-            "peak_mem_above_start_bytes": self.peak - self.start_bytes,
-            "mem_source": "process RSS during the sample (sampled every 1 ms)",
-        }
-
-    def decode_energy_j(self) -> float | None:
-        end = self._energy_mj()
-        start = getattr(self, "energy_start", None)
-        return None if end is None or start is None else (end - start) / 1000
-
-
 def weight_kernels(model) -> list[str]:
     """What does the decoder layers' matrix products: `nn.Linear` (cuBLAS / the CPU's BLAS), or the class
     (and kernel) of a quantized layer."""
@@ -229,10 +131,9 @@ class ReferenceRunner:
         self.model, self.kv_method, self.kv_options, self.device = model, kv_method, kv_options, device
         self.cache = None
 
-    def generate(self, ids: list[int], max_new_tokens: int, pad_token_id: int, on_decode=None):
+    def generate(self, ids: list[int], max_new_tokens: int, pad_token_id: int, clock: TokenClock | None = None):
+        """The new tokens; `clock` stamps each (`generate`'s streamer)."""
         self.cache = make_cache(self.kv_method, self.model.config, self.kv_options)
-        clock = TokenClock(self.device)
-        start = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(
                 torch.tensor([ids], device=self.device),
@@ -247,7 +148,7 @@ class ReferenceRunner:
             )
         if self.cache is None:
             self.cache = out.past_key_values
-        return out.sequences[0, len(ids) :].tolist(), clock.stamps, start
+        return out.sequences[0, len(ids) :].tolist()
 
     def kv_cache_bytes(self, tokens: int) -> int:
         return cache_bytes(self.cache)
@@ -263,19 +164,12 @@ class FastRunner:
 
         self.model = model
         self.engine = FastEngine(model, static_cache_factory(kv_method, model, kv_options))
+        self.device = str(self.engine.device)
         self.engine.reserve(max_len)
 
-    def generate(self, ids: list[int], max_new_tokens: int, pad_token_id: int, on_decode=None):
-        stamps: list[float] = []
-
-        def stamp():
-            stamps.append(time.perf_counter())
-            if len(stamps) == 1 and on_decode:
-                on_decode()
-
-        start = time.perf_counter()
-        tokens = self.engine.generate(ids, max_new_tokens, on_token=stamp)
-        return tokens, stamps, start
+    def generate(self, ids: list[int], max_new_tokens: int, pad_token_id: int, clock: TokenClock | None = None):
+        """The new tokens; `clock` stamps each (the engine's `on_token`)."""
+        return self.engine.generate(ids, max_new_tokens, on_token=clock)
 
     def kv_cache_bytes(self, tokens: int) -> int:
         return self.engine.bytes_for(tokens)
@@ -315,11 +209,13 @@ def generate_one(runner, tokenizer, prompt: dict, max_new_tokens: int, probe: Me
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     probe.start()
     try:
-        new_tokens, stamps, start = runner.generate(ids, max_new_tokens, pad, on_decode=probe.mark_decode)
-        end = time.perf_counter()
+        clock = TokenClock(runner.device, on_first=probe.mark_decode)
+        new_tokens = runner.generate(ids, max_new_tokens, pad, clock)
+        clock.stop()
     finally:
         memory = probe.read()
-    steps = [b - a for a, b in pairwise(stamps)]
+    times = clock.readings()
+    steps = len(clock.stamps) - 1
     energy = probe.decode_energy_j()
     cached = len(ids) + len(new_tokens) - 1  # every prompt token and every generated token but the last
     kv_bytes = runner.kv_cache_bytes(cached)
@@ -332,12 +228,8 @@ def generate_one(runner, tokenizer, prompt: dict, max_new_tokens: int, probe: Me
         "prediction": tokenizer.decode(new_tokens, skip_special_tokens=True),
         "n_input_tokens": len(ids),
         "n_output_tokens": len(new_tokens),
-        "ttft_s": stamps[0] - start if stamps else end - start,
-        "tpot_s": statistics.fmean(steps) if steps else None,
-        "tpot_median_s": statistics.median(steps) if steps else None,
-        "e2e_s": end - start,
-        "decode_tokens_per_s": len(steps) / sum(steps) if steps else None,
-        "decode_energy_j_per_token": energy / len(steps) if energy is not None and steps else None,
+        **times,
+        "decode_energy_j_per_token": energy / steps if energy is not None and steps > 0 else None,
         "kv_cache_bytes": kv_bytes,
         **roofline,
         **memory,

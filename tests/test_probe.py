@@ -1,0 +1,42 @@
+"""One clock and one memory probe for inference jobs and the benchmark (`lcopt.probe`)."""
+
+import time
+
+import pytest
+import torch
+
+from lcopt.probe import MemoryProbe, TokenClock
+
+
+def test_the_clock_stamps_each_token_as_a_callback_and_as_generates_streamer():
+    first = []
+    engine_clock = TokenClock(on_first=lambda: first.append(len(engine_clock.stamps)))
+    for _ in range(6):
+        time.sleep(0.002)
+        engine_clock()
+    streamer = TokenClock()
+    streamer.put(torch.tensor([[1, 2, 3]]))  # generate puts the prompt first: no stamp
+    for token in range(6):
+        time.sleep(0.002)
+        streamer.put(torch.tensor([token]))
+    streamer.end()
+    for clock in (engine_clock, streamer):
+        clock.stop()
+        assert len(clock.stamps) == 6
+        r = clock.readings()
+        assert 0 < r["ttft_s"] < r["e2e_s"] and r["tpot_s"] >= 0.002 and r["tpot_median_s"] >= 0.002
+        assert r["decode_tokens_per_s"] == pytest.approx(5 / (clock.stamps[-1] - clock.stamps[0]))
+        assert clock.readings(skip=4)["tpot_s"] == pytest.approx(clock.stamps[-1] - clock.stamps[-2])
+    assert first == [1]  # called once, at the first token
+
+
+def test_the_memory_probe_reads_the_processs_peak_on_a_cpu():
+    probe = MemoryProbe([torch.device("cpu")])
+    probe.start()
+    block = torch.ones(64 * 2**20, dtype=torch.uint8)  # 64 MiB, touched
+    time.sleep(0.05)
+    reading = probe.read()
+    del block
+    assert reading["peak_mem_above_start_bytes"] >= 48 * 2**20
+    assert reading["peak_mem_bytes"] >= reading["peak_mem_above_start_bytes"]
+    assert probe.decode_energy_j() is None  # no NVML on a CPU

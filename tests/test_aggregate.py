@@ -361,3 +361,68 @@ def test_random_weight_cells_reach_the_system_tables_without_paired_scores(tmp_p
     assert pl.read_csv(tmp_path / "tables" / "compounding.csv").is_empty()
     text = (tmp_path / "tables" / "summary.md").read_text()
     assert "| m | kivi4 | pk | qa_f1 | — | — | — | — | — | not measured | — | 2 |" in text and "nan" not in text
+
+
+def _score_files(tmp_path):
+    """Two finished score summaries and their per-sample files, as the score stage writes them."""
+    from lcopt import synthetic
+    from lcopt.io import write_jsonl_atomic
+    from lcopt.scoring import score_file
+
+    rows = list(synthetic.generate("passkey", 64, 4, seed=1))
+    write_jsonl_atomic(tmp_path / "rows.jsonl", rows)
+    write_jsonl_atomic(tmp_path / "prompts.jsonl", [{"_id": r["_id"], "prompt": r["context"]} for r in rows])
+    summaries = []
+    for stack, right in (("baseline", 4), ("kivi4", 2)):
+        preds = [
+            {"_id": r["_id"], "status": "ok", "prediction": r["answers"][0] if i < right else "no"}
+            for i, r in enumerate(rows)
+        ]
+        write_jsonl_atomic(tmp_path / f"{stack}.jsonl", preds)
+        summary = tmp_path / "scores" / stack / "pk.summary.json"
+        summary.parent.mkdir(parents=True)
+        labels = {"model": "m", "stack": stack, "dataset": "pk"}
+        inputs = [tmp_path / f"{stack}.jsonl", tmp_path / "rows.jsonl", tmp_path / "prompts.jsonl"]
+        score_file("passkey", *inputs, summary.with_name("pk.samples.jsonl"), summary, labels)
+        summaries.append(summary)
+    return summaries
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda s: s.write_text("{not json"), "not a JSON summary"),
+        (lambda s: s.write_text('{"model": "m"}'), "missing key(s) stack, dataset, task, family, metric"),
+        (lambda s: s.write_text("[]"), "a JSON list, expected an object"),
+        (lambda s: s.write_text(s.read_text().replace('"quality": {', '"quality": {"x": 1, ')), "'quality' must map"),
+        (lambda s: s.with_name("pk.samples.jsonl").write_text('{"_id": "a"\n'), "line 1 is not valid JSON"),
+        (
+            lambda s: s.with_name("pk.samples.jsonl").write_text('{"_id": "a"}\n'),
+            "record 1 has no '_id' or no 'status'",
+        ),
+        (
+            lambda s: s.with_name("pk.samples.jsonl").write_text('{"_id": "a", "status": "ok", "score": 1}\n'),
+            "finished record 1 ('a') has no number for f1, precision",
+        ),
+        (lambda s: s.with_name("pk.samples.jsonl").unlink(), "missing"),
+    ],
+)
+def test_a_damaged_score_file_is_named_with_its_rebuild_command_and_no_table_is_written(tmp_path, damage, problem):
+    """The aggregate stage reads every input before it writes anything: a damaged score file stops it with
+    the file's name, what is wrong and the command that rebuilds it, and the previous tables are left as
+    they were (the rule's update() flag has Snakemake restore them if it removed any)."""
+    from lcopt.aggregate import ScoreFileError, write_tables
+
+    summaries = _score_files(tmp_path)
+    write_tables(summaries, tmp_path / "tables")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "tables").iterdir()}
+    damage(summaries[1])
+    with pytest.raises(ScoreFileError) as error:
+        write_tables(summaries, tmp_path / "tables", seed=1)  # another seed: any write would change the tables
+    message = str(error.value)
+    assert problem in message
+    assert "snakemake --cores 1 --force " in message and "delete it and rerun the workflow" in message
+    named = message.split(":")[0]
+    assert named in {str(summaries[1]), str(summaries[1].with_name("pk.samples.jsonl"))}
+    assert f"--force {named}`" in message
+    assert {p.name: p.read_bytes() for p in (tmp_path / "tables").iterdir()} == before

@@ -15,6 +15,7 @@ CSV, Markdown).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +37,82 @@ from lcopt.stats import (
 KEYS = ["model", "stack", "dataset", "task", "family"]
 
 
-def long_table(summary_paths: list[Path]) -> pl.DataFrame:
+class ScoreFileError(ValueError):
+    """A score summary or per-sample file that cannot be read: the message names the file, what is wrong
+    and how to rebuild it."""
+
+
+def _unreadable(path: Path, problem: str) -> ScoreFileError:
+    return ScoreFileError(
+        f"{path}: {problem}. It is written by the workflow's score rule: rebuild it with "
+        f"`snakemake --cores 1 --force {path}` (and the --configfile you ran with), or delete it and rerun "
+        "the workflow."
+    )
+
+
+# What the aggregate stage reads of a summary (lcopt.scoring.score_file writes them).
+SUMMARY_KEYS = (*KEYS, "metric", "n", "n_failed", "failures", "n_empty_predictions", "n_truncated", "quality", "system")
+
+
+@dataclass(frozen=True)
+class ScoreFile:
+    """One score summary and, where its quality was measured, its per-sample records by id (None for a
+    system run on random weights: no scores to pair)."""
+
+    path: Path
+    summary: dict
+    samples: dict[str, dict] | None
+
+
+def read_score_file(summary_path: Path) -> ScoreFile:
+    """A summary and its per-sample file (`samples_path`), checked for everything the tables read, so that
+    a damaged file stops the stage, named, before any table is computed or written."""
+    path = Path(summary_path)
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise _unreadable(path, "missing") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _unreadable(path, f"not a JSON summary ({exc})") from exc
+    if not isinstance(summary, dict):
+        raise _unreadable(path, f"a JSON {type(summary).__name__}, expected an object")
+    if missing := [k for k in SUMMARY_KEYS if k not in summary]:
+        raise _unreadable(path, f"missing key(s) {', '.join(missing)}")
+    for kind, needed in (("quality", ("mean", "ci_low", "ci_high", "n")), ("system", ("mean", "n"))):
+        entries = summary[kind]
+        if not isinstance(entries, dict) or not all(
+            isinstance(e, dict) and set(needed) <= set(e) for e in entries.values()
+        ):
+            raise _unreadable(path, f"'{kind}' must map each metric to an object with {', '.join(needed)}")
+    if not summary.get("quality_measured", True):
+        return ScoreFile(path, summary, None)
+    sample_file = samples_path(path)
+    try:
+        records = read_jsonl(sample_file)
+    except FileNotFoundError as exc:
+        raise _unreadable(sample_file, "missing") from exc
+    except ValueError as exc:
+        raise _unreadable(sample_file, str(exc).removeprefix(f"{sample_file}: ")) from exc
+    by_id: dict[str, dict] = {}
+    for number, record in enumerate(records, 1):
+        if "_id" not in record or "status" not in record:
+            raise _unreadable(sample_file, f"record {number} has no '_id' or no 'status'")
+        if record["_id"] in by_id:
+            raise _unreadable(sample_file, f"record {number} repeats the id {record['_id']!r}")
+        if record["status"] == "ok":
+            bad = [m for m in PAIRED_METRICS if not isinstance(record.get(m), int | float)]
+            if bad:
+                raise _unreadable(
+                    sample_file, f"finished record {number} ({record['_id']!r}) has no number for {', '.join(bad)}"
+                )
+        by_id[record["_id"]] = record
+    return ScoreFile(path, summary, by_id)
+
+
+def long_table(scores: list[ScoreFile]) -> pl.DataFrame:
     rows = []
-    for path in summary_paths:
-        s = json.loads(Path(path).read_text())
+    for score in scores:
+        s = score.summary
         base = {k: s[k] for k in KEYS} | {
             "longbench_metric": s["metric"],
             "n": s["n"],
@@ -128,16 +201,14 @@ def samples_path(summary_path: Path) -> Path:
     return path.with_name(path.name.removesuffix(".summary.json") + ".samples.jsonl")
 
 
-def load_samples(summary_paths: list[Path]) -> Samples:
+def load_samples(scores: list[ScoreFile]) -> Samples:
     """Every stack's per-sample quality records, grouped by (model, dataset). Cells whose quality was
     not measured (random weights: a system run) have no scores to pair and are left out."""
     out: Samples = {}
-    for path in summary_paths:
-        s = json.loads(Path(path).read_text())
-        if not s.get("quality_measured", True):
-            continue
-        records = read_jsonl(samples_path(path))
-        out.setdefault((s["model"], s["dataset"]), {})[s["stack"]] = {r["_id"]: r for r in records}
+    for score in scores:
+        if score.samples is not None:
+            s = score.summary
+            out.setdefault((s["model"], s["dataset"]), {})[s["stack"]] = score.samples
     return out
 
 
@@ -610,11 +681,15 @@ def markdown(long: pl.DataFrame, pairs: pl.DataFrame | None = None, comp: pl.Dat
 
 def write_tables(summary_paths: list[Path], out_dir: Path, seed: int = 0, resamples: int = 1000) -> pl.DataFrame:
     """Every table from the score summaries and, beside each, its per-sample file (`samples_path`); `seed`
-    and `resamples` are the config's, from which each paired cell derives its own seed."""
+    and `resamples` are the config's, from which each paired cell derives its own seed. Every input is
+    read and checked first (`read_score_file`), so a damaged one stops the stage before any table is
+    written; the aggregate rule marks the tables `update()`, so that Snakemake keeps the old ones (it
+    restores them) when this job fails, instead of deleting them before it runs."""
+    scores = [read_score_file(path) for path in summary_paths]  # every input checked before anything is written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    long = long_table(summary_paths)
-    samples = load_samples(summary_paths)
+    long = long_table(scores)
+    samples = load_samples(scores)
     pairs = paired(samples, seed, resamples)
     comp = compounding(samples, seed, resamples)
     with atomic_file(out_dir / "long.parquet", ".parquet") as tmp:

@@ -426,3 +426,18 @@ def test_a_damaged_score_file_is_named_with_its_rebuild_command_and_no_table_is_
     assert named in {str(summaries[1]), str(summaries[1].with_name("pk.samples.jsonl"))}
     assert f"--force {named}`" in message
     assert {p.name: p.read_bytes() for p in (tmp_path / "tables").iterdir()} == before
+
+
+def test_one_seed_gives_identical_tables(tmp_path):
+    """The same inputs and seed write byte-identical tables (every cell's replicates come from its own
+    seed); another seed moves the intervals."""
+    from lcopt.aggregate import write_tables
+
+    summaries = _score_files(tmp_path)
+    write_tables(summaries, tmp_path / "a", seed=4)
+    write_tables(summaries, tmp_path / "b", seed=4)
+    write_tables(summaries, tmp_path / "c", seed=5)
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "b").iterdir()) and "paired.csv" in names
+    assert all((tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes() for n in names)
+    assert (tmp_path / "a" / "paired.csv").read_bytes() != (tmp_path / "c" / "paired.csv").read_bytes()

@@ -221,6 +221,10 @@ def _values(records: dict[str, dict], ids: list[str], metric: str) -> np.ndarray
     return np.array([records[i][metric] for i in ids], dtype=float)
 
 
+def _count(k: int) -> str:
+    return "1 sample" if k == 1 else f"{k} samples"
+
+
 # Benjamini–Hochberg at this false discovery rate marks a cell `distinguishable`.
 FDR = 0.05
 
@@ -264,7 +268,7 @@ def paired(samples: Samples, seed: int = 0, resamples: int = 1000) -> pl.DataFra
                 ids, reason = sorted(ok), "no baseline run"
             else:
                 ids = sorted(ok & base_ok)
-                reason = None if len(ids) >= 2 else f"{len(ids)} samples finished by both the stack and the baseline"
+                reason = None if len(ids) >= 2 else f"{_count(len(ids))} finished by both the stack and the baseline"
             n_ids = len(set(records) | (set(base) if base is not None else set()))
             for metric in PAIRED_METRICS:
                 all_values = [records[i][metric] for i in sorted(ok)]
@@ -388,7 +392,7 @@ def compounding(samples: Samples, seed: int = 0, resamples: int = 1000) -> pl.Da
                 "reason": None,
             }
             if len(ids) < 2:
-                row["reason"] = f"{len(ids)} samples finished by the stack, its parts and the baseline"
+                row["reason"] = f"{_count(len(ids))} finished by the stack, its parts and the baseline"
                 rows.append(row)
                 continue
             cell = cell_seed(seed, model, dataset, stack, "score", "interaction")

@@ -343,7 +343,9 @@ def test_random_weight_cells_reach_the_system_tables_without_paired_scores(tmp_p
 
     rows = list(synthetic.generate("passkey", 64, 2, seed=1))
     write_jsonl_atomic(tmp_path / "rows.jsonl", rows)
-    write_jsonl_atomic(tmp_path / "prompts.jsonl", [{"_id": r["_id"], "prompt": r["context"], "content": r["context"]} for r in rows])
+    write_jsonl_atomic(
+        tmp_path / "prompts.jsonl", [{"_id": r["_id"], "prompt": r["context"], "content": r["context"]} for r in rows]
+    )
     summaries = []
     for stack in ("baseline", "kivi4"):
         preds = [
@@ -372,7 +374,9 @@ def _score_files(tmp_path):
 
     rows = list(synthetic.generate("passkey", 64, 4, seed=1))
     write_jsonl_atomic(tmp_path / "rows.jsonl", rows)
-    write_jsonl_atomic(tmp_path / "prompts.jsonl", [{"_id": r["_id"], "prompt": r["context"], "content": r["context"]} for r in rows])
+    write_jsonl_atomic(
+        tmp_path / "prompts.jsonl", [{"_id": r["_id"], "prompt": r["context"], "content": r["context"]} for r in rows]
+    )
     summaries = []
     for stack, right in (("baseline", 4), ("kivi4", 2)):
         preds = [

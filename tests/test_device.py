@@ -13,6 +13,8 @@ import torch
 from lcopt import decode_attention, static_cache
 from lcopt.engine import FastEngine, static_cache_factory
 from lcopt.inference import ReferenceRunner
+from lcopt.techniques.fp8kv import FP8StaticCache
+from lcopt.techniques.kivi.static import KIVIStaticCache
 
 pytestmark = [
     pytest.mark.device,
@@ -33,10 +35,9 @@ def test_fused_kernels_equal_the_torch_path_on_the_gpu(kind):
     """Llama-3.1-8B's attention shape (8 KV heads of 128, 32 query heads), bf16, 5,000 tokens."""
     kw = {"layers": 1, "kv_heads": 8, "head_dim": 128, "max_len": 6000, "q_heads": 32, "device": "cuda",
           "dtype": torch.bfloat16}  # fmt: skip
-    make = {"dense": static_cache.DenseCache, "fp8": static_cache.FP8Cache}.get(kind)
+    make = {"dense": static_cache.DenseCache, "fp8": FP8StaticCache}.get(kind)
     caches = [
-        make(**kw, fused=f) if make else static_cache.KIVICache(**kw, fused=f, bits=int(kind[-1]))
-        for f in (False, True)
+        make(**kw, fused=f) if make else KIVIStaticCache(**kw, fused=f, bits=int(kind[-1])) for f in (False, True)
     ]
     keys, values = states(5000, 8, 128, seed=1)
     for c in caches:

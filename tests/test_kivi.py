@@ -6,7 +6,8 @@ from itertools import pairwise
 import pytest
 import torch
 
-from lcopt.techniques.kivi import KIVICache, KIVILayer, concat, dequantize, pack, quantize, unpack
+from lcopt.quant import pack, unpack
+from lcopt.techniques.kivi.reference import KIVICache, KIVILayer, concat, dequantize, quantize
 
 
 @pytest.mark.parametrize("bits", [2, 4])

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from lcopt import decode_attention, static_cache
-from lcopt.techniques.kivi import KIVILayer
+from lcopt.techniques.fp8kv import FP8StaticCache
+from lcopt.techniques.kivi.reference import KIVILayer
+from lcopt.techniques.kivi.static import KIVIStaticCache
 
 needs_triton = pytest.mark.skipif(decode_attention.triton is None, reason="triton is not installed")
 
@@ -30,7 +32,7 @@ def test_kivi_cache_holds_exactly_what_the_reference_cache_reads(bits, dtype, pr
     keys, values = states(prompt + 200, dtype, seed=bits)
     ref = KIVILayer(bits, group_size=32, residual_length=128)
     ref.update(keys[None, :, :prompt], values[None, :, :prompt])
-    cache = static_cache.KIVICache(**geometry(prompt + 200, dtype), bits=bits, group_size=32, residual_length=128)
+    cache = KIVIStaticCache(**geometry(prompt + 200, dtype), bits=bits, group_size=32, residual_length=128)
     cache.prefill(1, keys[:, :prompt], values[:, :prompt])
     for pos in range(prompt, prompt + 200):
         ref_k, ref_v = ref.update(keys[None, :, pos : pos + 1], values[None, :, pos : pos + 1])
@@ -40,8 +42,8 @@ def test_kivi_cache_holds_exactly_what_the_reference_cache_reads(bits, dtype, pr
 
 
 def test_kivi_cache_is_bounded_and_smaller_than_dense():
-    kivi4 = static_cache.KIVICache(**geometry(4096, torch.bfloat16), bits=4)
-    kivi2 = static_cache.KIVICache(**geometry(4096, torch.bfloat16), bits=2)
+    kivi4 = KIVIStaticCache(**geometry(4096, torch.bfloat16), bits=4)
+    kivi2 = KIVIStaticCache(**geometry(4096, torch.bfloat16), bits=2)
     dense = static_cache.DenseCache(**geometry(4096, torch.bfloat16))
     # per token, layer and head (D = 32, one group of 32 channels): dense 2 x 32 x 2 bytes = 128; KIVI-4
     # 2 x 32 x 4 bits = 32 bytes of codes + a bf16 scale and minimum for the key group and the value
@@ -58,7 +60,7 @@ def test_kivi_cache_is_bounded_and_smaller_than_dense():
 
 def test_fp8_cache_rounds_each_state_once_to_e4m3_with_a_per_head_scale():
     keys, values = states(300, torch.float32, 3)
-    cache = static_cache.FP8Cache(**geometry(300))
+    cache = FP8StaticCache(**geometry(300))
     cache.prefill(0, keys[:, :200], values[:, :200])
     for pos in range(200, 300):
         cache.append(0, keys[:, pos], values[:, pos], torch.tensor([pos]))
@@ -80,8 +82,8 @@ def make(kind, max_len, fused, head_dim=D):
     if kind == "dense":
         return static_cache.DenseCache(**g)
     if kind == "fp8":
-        return static_cache.FP8Cache(**g)
-    return static_cache.KIVICache(**g, bits=int(kind[-1]), group_size=32, residual_length=64)
+        return FP8StaticCache(**g)
+    return KIVIStaticCache(**g, bits=int(kind[-1]), group_size=32, residual_length=64)
 
 
 @needs_triton

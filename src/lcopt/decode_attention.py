@@ -122,13 +122,14 @@ def plan_splits(max_len: int, kv_heads: int, block_n: int = 64, programs: int = 
 class DecodeAttention:
     """Buffers and launch parameters of the fused decode attention for one cache (all layers)."""
 
-    def __init__(self, q_heads: int, kv_heads: int, head_dim: int, max_len: int, device, dtype, block_n: int = 64):
+    def __init__(self, q_heads: int, kv_heads: int, head_dim: int, max_len: int, device, dtype, block_n: int = 64,
+                 programs: int = 1056):  # fmt: skip
         if q_heads % kv_heads:
             raise ValueError(f"{q_heads} query heads are not a multiple of {kv_heads} KV heads")
         self.q_heads, self.kv_heads, self.head_dim = q_heads, kv_heads, head_dim
         self.group = q_heads // kv_heads
         self.block_n = block_n
-        self.split, self.nsplit = plan_splits(max_len, kv_heads, block_n)
+        self.split, self.nsplit = plan_splits(max_len, kv_heads, block_n, programs)
         self.partial = torch.empty(q_heads, self.nsplit, head_dim, device=device, dtype=torch.float32)
         self.lse = torch.empty(q_heads, self.nsplit, device=device, dtype=torch.float32)
         self.ieee = dtype == torch.float32

@@ -26,12 +26,19 @@ class StaticCache:
         self.layers, self.kv_heads, self.head_dim, self.max_len = layers, kv_heads, head_dim, max_len
         self.device, self.dtype = torch.device(device), dtype
         # imported here: Triton loads when a cache is built, not when a technique module is
-        from lcopt.decode_attention import DecodeAttention, triton
+        from lcopt.decode_attention import triton
 
         self.fused = (triton is not None and self.device.type == "cuda") if fused is None else fused
         self.attention = None
         if self.fused:
-            self.attention = DecodeAttention(q_heads, kv_heads, head_dim, max_len, device, dtype, block_n)
+            self.attention = self._attention(q_heads, block_n)
+
+    def _attention(self, q_heads: int, block_n: int):
+        """The fused decode attention's buffers and launch parameters (a format with its own kernel
+        overrides this)."""
+        from lcopt.decode_attention import DecodeAttention
+
+        return DecodeAttention(q_heads, self.kv_heads, self.head_dim, self.max_len, self.device, self.dtype, block_n)
 
     def buffers(self) -> list[torch.Tensor]:
         return [v for v in vars(self).values() if isinstance(v, torch.Tensor)]

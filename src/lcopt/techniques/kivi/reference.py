@@ -3,10 +3,16 @@
 Keys are quantized per channel (groups of `group_size` consecutive tokens share a min and a scale
 for each channel), values per token (groups of `group_size` consecutive channels of one token).
 Asymmetric uniform quantization: scale = (max - min) / (2^bits - 1), code = round((x - min) / scale).
-The newest tokens stay in full precision: keys until a block of `residual_length` tokens is complete
-(then the block is quantized at once, since per-channel groups need all their tokens), values for the
-last `residual_length` tokens (older ones are quantized one token at a time as they leave the window).
-As in KIVI, the prefill's own attention uses the exact keys and values; later steps read the cache.
+The newest tokens stay in full precision: keys until a block of `residual_length` (R) tokens is
+complete (then the block is quantized at once, since per-channel groups need all their tokens), values
+for the last R tokens (older ones are quantized one token at a time as they leave the window).
+
+The order is the official implementation's (jy-yuan/KIVI, `models/llama_kivi.py`,
+`LlamaAttention_KIVI.forward`): a decode step first attends over the cache with the new token appended
+in full precision, then quantizes what left the windows. So at a step where the sequence becomes `len`
+long, attention reads exact keys from position ((len - 1) // R) * R on (a full block of R exact keys
+at the step that completes it) and exact values from max(len - 1 - R, 0) on (R + 1 of them). The
+prefill quantizes keys [0, n - n % R) and values [0, n - R); its own attention uses the exact states.
 
 Codes are packed into uint8 (two 4-bit or four 2-bit codes a byte), so the cache's tensors hold the
 real bytes a KIVI cache needs. Dequantization happens on every read: this is the reference path that
@@ -103,6 +109,8 @@ class KIVILayer(DynamicLayer):
         self.cumulative_length += key_states.shape[-2]
         keys = torch.cat([self.keys, key_states], dim=-2)
         values = torch.cat([self.values, value_states], dim=-2)
+        # attend first (the official order): this step reads its new tokens and the windows exact
+        read = (key_states, value_states) if prefill else self._read(keys, values)
         full_blocks = keys.shape[-2] // self.residual_length * self.residual_length
         if full_blocks:  # per-channel groups along tokens: quantize whole blocks only
             block = quantize(keys[..., :full_blocks, :], self.bits, self.group_size, axis=-2)
@@ -114,15 +122,15 @@ class KIVILayer(DynamicLayer):
             self.quantized_values = concat(self.quantized_values, block, dim=-2)
             values = values[..., overflow:, :]
         self.keys, self.values = keys.contiguous(), values.contiguous()
-        if prefill:
-            return key_states, value_states
-        return self._read()
+        return read
 
-    def _read(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _read(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The dequantized blocks followed by the exact windows `keys`, `values`."""
+
         def read(quantized: QuantizedBlock | None, exact: torch.Tensor) -> torch.Tensor:
             return exact if quantized is None else torch.cat([dequantize(quantized), exact], dim=-2)
 
-        return read(self.quantized_keys, self.keys), read(self.quantized_values, self.values)
+        return read(self.quantized_keys, keys), read(self.quantized_values, values)
 
     def get_seq_length(self) -> int:
         return self.cumulative_length

@@ -4,9 +4,10 @@ token and the decode attention, bound by the bytes of the packed cache rather th
 Layout (`lcopt.quant.pack_planes`): byte j of a token holds channel j + p * DB at bits p * bits (DB =
 D * bits / 8 bytes a token; plane p = channels [p * DB, (p + 1) * DB)). Keys: scale and minimum per
 channel over groups of `group_size` (GK) tokens, [S / GK, D]; values: per token over groups of GV
-channels, [S, D / GV]. The newest keys and values sit in full-precision windows: keys at positions >=
-((len - 1) // R) * R in slot pos % R, values at positions >= max(len - 1 - R, 0) in slot pos % (R + 1)
-(KIVI's official order: a step attends before it quantizes, `reference.py`).
+channels, stored by group, [D / GV, S] (a tile's scales of one group are contiguous). The newest keys
+and values sit in full-precision windows: keys at positions >= ((len - 1) // R) * R in slot pos % R,
+values at positions >= max(len - 1 - R, 0) in slot pos % (R + 1) (KIVI's official order: a step attends
+before it quantizes, `reference.py`).
 
 The decode attention (flash-decoding: a program per (KV head, split of the sequence), then
 `decode_attention._decode_combine` merges the splits):
@@ -29,6 +30,7 @@ Tiles below both windows take a branch-free loop (pipelined by Triton); the last
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -141,7 +143,7 @@ if triton is not None:
     @triton.jit
     def _value_chunk(
         acc, J: tl.constexpr, p, p16, alpha, offs_n, vq, length, VC, VS, VM, VR, h,
-        stride_ch, stride_cn, stride_vsh, stride_vsn, stride_vrh, stride_vrn,
+        stride_ch, stride_cn, stride_vsh, stride_vsg, stride_vrh, stride_vrn,
         D: tl.constexpr, BITS: tl.constexpr, GV: tl.constexpr, R: tl.constexpr, CW: tl.constexpr,
         CT: tl.constexpr, IEEE: tl.constexpr, ASM: tl.constexpr, QUANT: tl.constexpr,
     ):  # fmt: skip
@@ -154,12 +156,12 @@ if triton is not None:
         offs_w = tl.arange(0, CW)
         b = tl.load(VC + h * stride_ch + offs_n[:, None] * stride_cn + ((J % NBB) * CW + offs_w)[None, :])
         codes = _plane(b, PLANE, BITS, ASM)  # [TILE, CW], f * code
-        scale = tl.load(VS + h * stride_vsh + offs_n * stride_vsn + K).to(tl.float32) * INV_F
+        scale = tl.load(VS + h * stride_vsh + K * stride_vsg + offs_n).to(tl.float32) * INV_F
         acc = acc * alpha[:, None]
         if QUANT:  # the scales on the probabilities; the minimums are the caller's small dot
             acc += _dot((p * scale[None, :]).to(CT), codes.to(CT), IEEE)
         else:  # dequantized below vq, the exact window above
-            minimum = tl.load(VM + h * stride_vsh + offs_n * stride_vsn + K).to(tl.float32)
+            minimum = tl.load(VM + h * stride_vsh + K * stride_vsg + offs_n).to(tl.float32)
             v = codes.to(tl.float32) * scale[:, None] + minimum[:, None]
             window = (offs_n >= vq) & (offs_n < length)
             exact = tl.load(VR + h * stride_vrh + (offs_n % (R + 1))[:, None] * stride_vrn + (J * CW + offs_w)[None, :],
@@ -172,7 +174,7 @@ if triton is not None:
     def _kivi_tile(
         n0, end, length, kq, vq, q0, q1, q2, q3, acc0, acc1, acc2, acc3, macc, m_i, l_i, stream, t,
         KC, VC, KS, KM, VS, VM, KR, VR, h,
-        stride_ch, stride_cn, stride_ksh, stride_ksg, stride_vsh, stride_vsn, stride_krh, stride_krn,
+        stride_ch, stride_cn, stride_ksh, stride_ksg, stride_vsh, stride_vsg, stride_krh, stride_krn,
         stride_vrh, stride_vrn,
         T: tl.constexpr, ROWS: tl.constexpr, D: tl.constexpr, BITS: tl.constexpr, GK: tl.constexpr,
         GV: tl.constexpr, R: tl.constexpr, CW: tl.constexpr, NG_PAD: tl.constexpr, CT: tl.constexpr,
@@ -187,15 +189,16 @@ if triton is not None:
         offs_n = n0 + tl.arange(0, TILE)
         offs_b = tl.arange(0, DB)
         kb = tl.load(KC + h * stride_ch + offs_n[None, :] * stride_cn + offs_b[:, None])  # [DB, TILE] bytes
-        group = n0 // GK + t  # each row's key group
+        groups = h * stride_ksh + (n0 // GK + tl.arange(0, T))[:, None] * stride_ksg  # the tile's T key groups
         scores = tl.zeros([ROWS, TILE], tl.float32)
         bias = tl.zeros([ROWS], tl.float32)
         for P in tl.static_range(PB):
-            q = _pick(P, q0, q1, q2, q3)
-            row = h * stride_ksh + group[:, None] * stride_ksg + (P * DB + offs_b)[None, :]
-            folded = q * tl.load(KS + row).to(tl.float32) * (1.0 / (1 << (BITS * P)))
+            q = _pick(P, q0, q1, q2, q3)[:, None, :]  # [ROWS // T, 1, DB]: row (g, t) is g * T + t
+            row = groups + (P * DB + offs_b)[None, :]
+            scale = tl.load(KS + row).to(tl.float32) * (1.0 / (1 << (BITS * P)))  # [T, DB]
+            folded = tl.reshape(q * scale[None, :, :], (ROWS, DB))
             scores += _dot(folded.to(CT), _plane(kb, P, BITS, ASM).to(CT), IEEE)
-            bias += tl.sum(q * tl.load(KM + row).to(tl.float32), 1)
+            bias += tl.reshape(tl.sum(q * tl.load(KM + row).to(tl.float32)[None, :, :], 2), (ROWS,))
         scores += bias[:, None]
         valid = stream
         if not QUANT:  # groups at or past kq are the exact window (kq is a multiple of GK)
@@ -204,7 +207,8 @@ if triton is not None:
             for P in tl.static_range(PB):
                 k = tl.load(KR + h * stride_krh + (offs_n % R)[None, :] * stride_krn + (P * DB + offs_b)[:, None],
                             mask=window[None, :], other=0.0)  # fmt: skip
-                exact += _dot(_pick(P, q0, q1, q2, q3).to(CT), k.to(CT), IEEE)
+                q = tl.broadcast_to(_pick(P, q0, q1, q2, q3)[:, None, :], (ROWS // T, T, DB))
+                exact += _dot(tl.reshape(q, (ROWS, DB)).to(CT), k.to(CT), IEEE)
             scores = tl.where((n0 + (t + 1) * GK > kq)[:, None], exact, scores)
             valid = stream & (offs_n < end)[None, :]
         scores = tl.where(valid, scores, float("-inf"))
@@ -217,28 +221,28 @@ if triton is not None:
         macc = macc * alpha[:, None]
         if QUANT:  # sum_n p_n m_n for every value group at once
             offs_k = tl.arange(0, NG_PAD)
-            mins = tl.load(VM + h * stride_vsh + offs_n[:, None] * stride_vsn + offs_k[None, :],
-                           mask=(offs_k < D // GV)[None, :], other=0.0)  # fmt: skip
-            macc += _dot(p16, mins.to(CT), IEEE)
+            mins = tl.load(VM + h * stride_vsh + offs_k[:, None] * stride_vsg + offs_n[None, :],
+                           mask=(offs_k < D // GV)[:, None], other=0.0)  # fmt: skip
+            macc += _dot(p16, tl.trans(mins.to(CT)), IEEE)
         acc0 = _value_chunk(
             acc0, 0, p, p16, alpha, offs_n, vq, length, VC, VS, VM, VR, h,
-            stride_ch, stride_cn, stride_vsh, stride_vsn, stride_vrh, stride_vrn, D, BITS, GV, R, CW, CT, IEEE, ASM,
+            stride_ch, stride_cn, stride_vsh, stride_vsg, stride_vrh, stride_vrn, D, BITS, GV, R, CW, CT, IEEE, ASM,
             QUANT,
         )  # fmt: skip
         acc1 = _value_chunk(
             acc1, 1, p, p16, alpha, offs_n, vq, length, VC, VS, VM, VR, h,
-            stride_ch, stride_cn, stride_vsh, stride_vsn, stride_vrh, stride_vrn, D, BITS, GV, R, CW, CT, IEEE, ASM,
+            stride_ch, stride_cn, stride_vsh, stride_vsg, stride_vrh, stride_vrn, D, BITS, GV, R, CW, CT, IEEE, ASM,
             QUANT,
         )  # fmt: skip
         if NCH == 4:
             acc2 = _value_chunk(
                 acc2, 2, p, p16, alpha, offs_n, vq, length, VC, VS, VM, VR, h,
-                stride_ch, stride_cn, stride_vsh, stride_vsn, stride_vrh, stride_vrn, D, BITS, GV, R, CW, CT, IEEE, ASM,
+                stride_ch, stride_cn, stride_vsh, stride_vsg, stride_vrh, stride_vrn, D, BITS, GV, R, CW, CT, IEEE, ASM,
                 QUANT,
             )  # fmt: skip
             acc3 = _value_chunk(
                 acc3, 3, p, p16, alpha, offs_n, vq, length, VC, VS, VM, VR, h,
-                stride_ch, stride_cn, stride_vsh, stride_vsn, stride_vrh, stride_vrn, D, BITS, GV, R, CW, CT, IEEE, ASM,
+                stride_ch, stride_cn, stride_vsh, stride_vsg, stride_vrh, stride_vrn, D, BITS, GV, R, CW, CT, IEEE, ASM,
                 QUANT,
             )  # fmt: skip
         return acc0, acc1, acc2, acc3, macc, m_new, l_i
@@ -261,7 +265,7 @@ if triton is not None:
     @triton.jit
     def _kivi_partial(
         Q, KC, VC, KS, KM, VS, VM, KR, VR, LEN, OUT, LSE,
-        stride_qh, stride_ch, stride_cn, stride_ksh, stride_ksg, stride_vsh, stride_vsn, stride_krh, stride_krn,
+        stride_qh, stride_ch, stride_cn, stride_ksh, stride_ksg, stride_vsh, stride_vsg, stride_krh, stride_krn,
         stride_vrh, stride_vrn, stride_oh, stride_os,
         qk_scale, SPLIT,
         G: tl.constexpr, T: tl.constexpr, ROWS: tl.constexpr, D: tl.constexpr, BITS: tl.constexpr,
@@ -281,12 +285,11 @@ if triton is not None:
         kq = ((length - 1) // R) * R  # keys below are quantized
         vq = tl.maximum(length - 1 - R, 0)  # values below are quantized (vq < kq)
         both = tl.minimum((vq // TILE) * TILE, end)
-        rows = tl.arange(0, ROWS)
-        g = rows // T
-        t = rows % T
+        t = tl.arange(0, ROWS) % T  # row (g, t) = g * T + t attends to the tile's key group t
         stream = (tl.arange(0, TILE)[None, :] // GK) == t[:, None]
-        qrow = Q + (h * G + g)[:, None] * stride_qh + tl.arange(0, DB)[None, :]
-        gmask = (g < G)[:, None]
+        heads = tl.arange(0, ROWS // T)  # q rows once per query head, [ROWS // T, DB] a plane
+        qrow = Q + (h * G + heads)[:, None] * stride_qh + tl.arange(0, DB)[None, :]
+        gmask = (heads < G)[:, None]
         q0 = tl.load(qrow, mask=gmask, other=0.0).to(tl.float32) * qk_scale
         q1 = tl.load(qrow + DB, mask=gmask, other=0.0).to(tl.float32) * qk_scale
         q2 = q0
@@ -305,14 +308,14 @@ if triton is not None:
             acc0, acc1, acc2, acc3, macc, m_i, l_i = _kivi_tile(
                 n0, end, length, kq, vq, q0, q1, q2, q3, acc0, acc1, acc2, acc3, macc, m_i, l_i, stream, t,
                 KC, VC, KS, KM, VS, VM, KR, VR, h,
-                stride_ch, stride_cn, stride_ksh, stride_ksg, stride_vsh, stride_vsn, stride_krh, stride_krn,
+                stride_ch, stride_cn, stride_ksh, stride_ksg, stride_vsh, stride_vsg, stride_krh, stride_krn,
                 stride_vrh, stride_vrn, T, ROWS, D, BITS, GK, GV, R, CW, NG_PAD, CT, IEEE, ASM, True,
             )  # fmt: skip
         for n0 in range(tl.maximum(start, both), end, TILE):
             acc0, acc1, acc2, acc3, macc, m_i, l_i = _kivi_tile(
                 n0, end, length, kq, vq, q0, q1, q2, q3, acc0, acc1, acc2, acc3, macc, m_i, l_i, stream, t,
                 KC, VC, KS, KM, VS, VM, KR, VR, h,
-                stride_ch, stride_cn, stride_ksh, stride_ksg, stride_vsh, stride_vsn, stride_krh, stride_krn,
+                stride_ch, stride_cn, stride_ksh, stride_ksg, stride_vsh, stride_vsg, stride_krh, stride_krn,
                 stride_vrh, stride_vrn, T, ROWS, D, BITS, GK, GV, R, CW, NG_PAD, CT, IEEE, ASM, False,
             )  # fmt: skip
         # merge the T streams of each query head: weights relative to their largest running maximum
@@ -342,7 +345,7 @@ if triton is not None:
     @triton.jit
     def _kivi_append(
         KN, VN, KC, KS, KM, VC, VS, VM, KR, VR, INDEX,
-        stride_ch, stride_cn, stride_ksh, stride_ksg, stride_vsh, stride_vsn, stride_krh, stride_krn,
+        stride_ch, stride_cn, stride_ksh, stride_ksg, stride_vsh, stride_vsg, stride_krh, stride_krn,
         stride_vrh, stride_vrn,
         D: tl.constexpr, BITS: tl.constexpr, GK: tl.constexpr, GV: tl.constexpr, R: tl.constexpr,
     ):  # fmt: skip
@@ -371,8 +374,8 @@ if triton is not None:
             row = p - 1 - R
             tl.store(VC + h * stride_ch + row * stride_cn + offs_b, tl.sum(codes << shifts[:, None], 0).to(tl.uint8))
             offs_gv = tl.arange(0, D // GV)
-            tl.store(VS + h * stride_vsh + row * stride_vsn + offs_gv, sc.to(VS.dtype.element_ty))
-            tl.store(VM + h * stride_vsh + row * stride_vsn + offs_gv, mn.to(VM.dtype.element_ty))
+            tl.store(VS + h * stride_vsh + offs_gv * stride_vsg + row, sc.to(VS.dtype.element_ty))
+            tl.store(VM + h * stride_vsh + offs_gv * stride_vsg + row, mn.to(VM.dtype.element_ty))
         if (p >= R) & (p % R == 0):  # the window's R keys [p - R, p) become one block: per channel, groups of GK
             offs_r = tl.arange(0, R)
             blk = tl.load(KR + h * stride_krh + offs_r[:, None] * stride_krn + offs_d[None, :]).to(tl.float32)
@@ -398,6 +401,8 @@ class KIVIAttention(DecodeAttention):
 
     def __init__(self, q_heads: int, kv_heads: int, head_dim: int, max_len: int, device, dtype, *, bits: int,
                  group_size: int, value_group: int, residual: int, launch: Launch):  # fmt: skip
+        if dtype == torch.float32:  # float32 models (the cross-checks): IEEE dots on CUDA cores, small tiles
+            launch = dataclasses.replace(launch, streams=1, num_warps=8, num_stages=1)
         rows, streams = rows_and_streams(q_heads // kv_heads, launch.streams)
         super().__init__(q_heads, kv_heads, head_dim, max_len, device, dtype, streams * group_size, launch.programs)
         self.config = launch
@@ -417,7 +422,7 @@ class KIVIAttention(DecodeAttention):
             q.stride(0), kc.stride(0), kc.stride(1), ks.stride(0), ks.stride(1), vs.stride(0), vs.stride(1),
             kr.stride(0), kr.stride(1), vr.stride(0), vr.stride(1), self.partial.stride(0), self.partial.stride(1),
             self.qk_scale, self.split, **self.kivi_launch, num_warps=self.config.num_warps,
-            num_stages=1 if self.ieee else self.config.num_stages,
+            num_stages=self.config.num_stages,
         )  # fmt: skip
         return self._combine(q)
 

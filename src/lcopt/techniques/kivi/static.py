@@ -53,8 +53,9 @@ class KIVIStaticCache(StaticCache):
         self.v_codes = torch.zeros(L, H, S, D * bits // 8, dtype=torch.uint8, **kw)
         self.k_scale = torch.zeros(L, H, S // group_size, D, dtype=self.dtype, **kw)
         self.k_min = torch.zeros(L, H, S // group_size, D, dtype=self.dtype, **kw)
-        self.v_scale = torch.zeros(L, H, S, D // self.value_group, dtype=self.dtype, **kw)
-        self.v_min = torch.zeros(L, H, S, D // self.value_group, dtype=self.dtype, **kw)
+        # values' scales and minimums by group of channels, then token: a tile's are contiguous
+        self.v_scale = torch.zeros(L, H, D // self.value_group, S, dtype=self.dtype, **kw)
+        self.v_min = torch.zeros(L, H, D // self.value_group, S, dtype=self.dtype, **kw)
         self.k_window = torch.zeros(L, H, R, D, dtype=self.dtype, **kw)
         self.v_window = torch.zeros(L, H, R + 1, D, dtype=self.dtype, **kw)
 
@@ -87,8 +88,8 @@ class KIVIStaticCache(StaticCache):
         codes, minimum, scale = quantize_groups(values, self.bits, self.value_group)
         n = values.shape[1]
         self.v_codes[layer, :, first : first + n] = pack_planes(codes, self.bits)
-        self.v_scale[layer, :, first : first + n] = scale.squeeze(-1).to(self.dtype)
-        self.v_min[layer, :, first : first + n] = minimum.squeeze(-1).to(self.dtype)
+        self.v_scale[layer, :, :, first : first + n] = scale.squeeze(-1).transpose(-1, -2).to(self.dtype)
+        self.v_min[layer, :, :, first : first + n] = minimum.squeeze(-1).transpose(-1, -2).to(self.dtype)
 
     def quantized(self, length: int) -> tuple[int, int]:
         """(keys, values) quantized when the attention reads `length` tokens (the rest are exact)."""
@@ -140,8 +141,8 @@ class KIVIStaticCache(StaticCache):
         keys = torch.cat([kc * ks + km, self.k_window[layer, :, : length - quantized_keys].to(dtype)], dim=1)
         vc = unpack_planes(self.v_codes[layer, :, :quantized_values], self.bits).to(dtype)
         gv = self.value_group
-        vs = self.v_scale[layer, :, :quantized_values].repeat_interleave(gv, dim=-1).to(dtype)
-        vm = self.v_min[layer, :, :quantized_values].repeat_interleave(gv, dim=-1).to(dtype)
+        vs = self.v_scale[layer, :, :, :quantized_values].transpose(-1, -2).repeat_interleave(gv, dim=-1).to(dtype)
+        vm = self.v_min[layer, :, :, :quantized_values].transpose(-1, -2).repeat_interleave(gv, dim=-1).to(dtype)
         slots = torch.arange(quantized_values, length, device=vc.device) % (R + 1)
         values = torch.cat([vc * vs + vm, self.v_window[layer, :, slots].to(dtype)], dim=1)
         return keys, values

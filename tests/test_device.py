@@ -13,6 +13,9 @@ import torch
 from lcopt import decode_attention, static_cache
 from lcopt.engine import FastEngine, static_cache_factory
 from lcopt.inference import ReferenceRunner
+from lcopt.techniques.fp8kv import FP8StaticCache
+from lcopt.techniques.kivi.kernels import Launch
+from lcopt.techniques.kivi.static import KIVIStaticCache
 
 pytestmark = [
     pytest.mark.device,
@@ -28,14 +31,17 @@ def states(n, heads, dim, seed):
     return keys.bfloat16(), torch.randn(heads, n, dim, generator=g, device="cuda").bfloat16()
 
 
-@pytest.mark.parametrize("kind", ["dense", "fp8", "kivi4", "kivi2"])
+@pytest.mark.parametrize("kind", ["dense", "fp8", "kivi4", "kivi2", "kivi4:shift", "kivi2:shift"])
 def test_fused_kernels_equal_the_torch_path_on_the_gpu(kind):
-    """Llama-3.1-8B's attention shape (8 KV heads of 128, 32 query heads), bf16, 5,000 tokens."""
+    """Llama-3.1-8B's attention shape (8 KV heads of 128, 32 query heads), bf16, 5,000 tokens. KIVI's decode
+    kernel unpacks codes with inline PTX (`kivi4`, `kivi2`) or with plain Triton ops (`:shift`, the path
+    Triton's interpreter tests on a CPU): both against the torch path."""
     kw = {"layers": 1, "kv_heads": 8, "head_dim": 128, "max_len": 6000, "q_heads": 32, "device": "cuda",
           "dtype": torch.bfloat16}  # fmt: skip
-    make = {"dense": static_cache.DenseCache, "fp8": static_cache.FP8Cache}.get(kind)
+    make = {"dense": static_cache.DenseCache, "fp8": FP8StaticCache}.get(kind)
+    launch = Launch(asm=not kind.endswith(":shift"))
     caches = [
-        make(**kw, fused=f) if make else static_cache.KIVICache(**kw, fused=f, bits=int(kind[-1]))
+        make(**kw, fused=f) if make else KIVIStaticCache(**kw, fused=f, bits=int(kind[4]), launch=launch)
         for f in (False, True)
     ]
     keys, values = states(5000, 8, 128, seed=1)
@@ -52,13 +58,40 @@ def test_fused_kernels_equal_the_torch_path_on_the_gpu(kind):
     if not kind.startswith("kivi"):
         assert (got - expected).norm() / expected.norm() < 1e-2  # both bf16 outputs of float32 softmaxes
         return
-    # KIVI: the torch path dequantizes in bf16 (two roundings, as the reference cache), the kernel in
-    # float32 (one): measure both against the float32 attention over the values the codes stand for
+    # KIVI: the torch path dequantizes in bf16 (two roundings, as the reference cache), the kernel in fp16
+    # and float32: measure both against the float32 attention over the values the codes stand for
     exact = decode_attention.attend_reference(q.float(), *caches[0].read(0, 5000, torch.float32)).float()
     fused_err = ((got - exact).norm() / exact.norm()).item()
     torch_err = ((expected - exact).norm() / exact.norm()).item()
     print(f"{kind}: relative error vs float32, fused {fused_err:.2e}, torch path {torch_err:.2e}")
     assert fused_err <= max(1.5 * torch_err, 2e-3)
+
+
+@pytest.mark.parametrize("prefill", [100, 128, 300])
+def test_fused_kivi_cache_reads_the_official_windows_on_the_gpu(prefill):
+    """KIVI's official order with the fused append kernel: after each append the exact keys and values are
+    those the official implementation reads exact (`test_kivi.official_windows`), and the decode kernel
+    equals attention over what the cache holds."""
+    from test_kivi import exact_positions, official_windows
+
+    R, steps = 128, 168
+    kw = {"layers": 1, "kv_heads": 8, "head_dim": 128, "max_len": prefill + steps, "q_heads": 32, "device": "cuda",
+          "dtype": torch.bfloat16}  # fmt: skip
+    cache = KIVIStaticCache(**kw, fused=True, bits=4, residual_length=R)
+    keys, values = states(prefill + steps, 8, 128, seed=prefill)
+    cache.prefill(0, keys[:, :prefill], values[:, :prefill])
+    q = torch.randn(32, 128, device="cuda").bfloat16()
+    for step, (exact_keys, exact_values) in enumerate(official_windows(prefill, steps, R)):
+        index = prefill + step
+        cache.append(0, keys[:, index], values[:, index], torch.tensor([index], device="cuda"))
+        k, v = cache.read(0, index + 1)
+        assert exact_positions(k, keys) == list(exact_keys), index
+        assert exact_positions(v, values) == list(exact_values), index
+        if step % 50 == 0:
+            length = torch.tensor([index + 1], dtype=torch.int32, device="cuda")
+            exact = decode_attention.attend_reference(q.float(), *cache.read(0, index + 1, torch.float32))
+            got = cache.attend(0, q, length).float()
+            assert (got - exact).norm() / exact.norm() < 6e-3, index
 
 
 def random_model(shared_assets, folder, dtype):

@@ -1,6 +1,7 @@
 """The technique registry: one module per technique in this package, each registering itself.
 
-Every module of `lcopt.techniques` (but `base`) is imported on first use and calls `register` with its
+Every module of `lcopt.techniques` (but `base`; a technique that needs several files is a package,
+`kivi/`) is imported on first use and calls `register` with its
 technique(s). A user's own technique lives outside lcopt and is loaded with `load_modules` (the config's
 `technique_modules`: file paths or dotted module names), before the config is validated, so that its
 names join the schema's enum and stack parsing exactly like lcopt's own.
@@ -126,7 +127,9 @@ def markdown_list() -> str:
             if t.side == side and t.__module__.startswith(f"{__name__}."):
                 block = f", options `{t.options_key}:`" if t.options_schema else ""
                 module = t.__module__.rsplit(".", 1)[-1]
-                lines.append(f"- **`{name}`** ({side} side, `techniques/{module}.py`{block}): {t.summary}.")
+                package = Path(sys.modules[t.__module__].__file__).name == "__init__.py"
+                where = f"techniques/{module}/" if package else f"techniques/{module}.py"
+                lines.append(f"- **`{name}`** ({side} side, `{where}`{block}): {t.summary}.")
     return "\n".join(lines)
 
 

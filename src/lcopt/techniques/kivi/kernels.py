@@ -1,0 +1,438 @@
+"""KIVI's Triton kernels for the fast engine's cache (`lcopt.techniques.kivi.static`): the append of one
+token and the decode attention, bound by the bytes of the packed cache rather than by unpacking.
+
+Layout (`lcopt.quant.pack_planes`): byte j of a token holds channel j + p * DB at bits p * bits (DB =
+D * bits / 8 bytes a token; plane p = channels [p * DB, (p + 1) * DB)). Keys: scale and minimum per
+channel over groups of `group_size` (GK) tokens, [S / GK, D]; values: per token over groups of GV
+channels, stored by group, [D / GV, S] (a tile's scales of one group are contiguous). The newest keys
+and values sit in full-precision windows: keys at positions >= ((len - 1) // R) * R in slot pos % R,
+values at positions >= max(len - 1 - R, 0) in slot pos % (R + 1) (KIVI's official order: a step attends
+before it quantizes, `reference.py`).
+
+The decode attention (flash-decoding: a program per (KV head, split of the sequence), then
+`decode_attention._decode_combine` merges the splits):
+- codes become fp16 by bit tricks, without an integer-to-float conversion: `prmt` spreads two bytes
+  over the two halves of a register, `lop3` keeps one plane's bits and ORs the exponent of 1024
+  (0x6400: fp16 1024 + the bits, exactly), `sub.f16x2` takes 1024 away; a code of plane p comes out as
+  f * code with f = 2^(bits * p) (no shift: 1/f is folded into the scales). With `asm=False` (Triton's
+  interpreter, which cannot run inline PTX) plain masks and conversions give the same fp16 values.
+- keys: each key group's channel scales are folded into the query, q . (s * c + m) = (q * s) . c +
+  q . m, so a tile is one tensor-core dot per plane on the codes, plus a bias per row.
+- values: per token scales go onto the probabilities, sum_n p_n (s_n c_n + m_n) = sum_n (p_n s_n) c_n +
+  sum_n p_n m_n per group of channels: a dot per chunk of CW channels on the codes, the minimums one
+  small dot over all groups.
+- streams: the query heads sharing a KV head (G, e.g. 4) fill few of the 16 rows a tensor-core dot
+  needs, so a tile holds T key groups and row (g, t) attends only to group t with its own running
+  softmax: one folded query serves T groups. The streams merge at the end of the program.
+Tiles below both windows take a branch-free loop (pipelined by Triton); the last tiles of a sequence
+(at most about 2R tokens) take a general path that reads the windows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+
+from lcopt.decode_attention import DecodeAttention, triton
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Launch parameters of the decode kernel: `LAUNCHES` holds the engine's; `benchmarks/kivi_kernel.py`
+    times others and prints the fastest as a `Launch(...)` to put there."""
+
+    streams: int = 4  # key groups per tile, each attended by its own rows (at most 16 // G rounded up)
+    num_warps: int = 4
+    num_stages: int = 2
+    programs: int = 1056  # (KV head, split) programs per layer: about 8 per SM of an H100/H200
+    asm: bool = True  # inline PTX to unpack codes (False: plain Triton ops, as the interpreter runs)
+
+
+LAUNCHES = {4: Launch(), 2: Launch()}  # the engine's, by bits
+
+
+def rows_and_streams(group: int, streams: int) -> tuple[int, int]:
+    """(rows of a tile's dot, streams T): G query heads (padded to a power of 2) x T streams, >= 16 rows."""
+    g_pad = 1 << max(group - 1, 0).bit_length()
+    t = max(1, min(streams, 16 // g_pad))
+    return max(16, g_pad * t), t
+
+
+def chunk_width(head_dim: int, bits: int, value_group: int) -> int:
+    """Channels of one value chunk: one byte column block of one plane, within one value group."""
+    return min(head_dim * bits // 8, value_group)
+
+
+def unfused_reason(head_dim: int, bits: int, group_size: int, value_group: int, residual: int) -> str | None:
+    """Why the fused kernels cannot take this geometry (torch then reads the cache), or None."""
+
+    def pow2(x: int) -> bool:
+        return x > 0 and x & (x - 1) == 0
+
+    cw = chunk_width(head_dim, bits, value_group)
+    if not all(map(pow2, (head_dim, group_size, residual, cw))):
+        return "head_dim, group_size, residual_length and the value chunk must be powers of 2"
+    if cw < 16 or head_dim // cw not in (2, 4):
+        return f"a value chunk of {cw} channels ({head_dim // cw} a head): the kernel takes 2 or 4 of >= 16"
+    if value_group % cw:
+        return f"value groups of {value_group} channels are not whole chunks of {cw}"
+    return None
+
+
+if triton is not None:
+    import triton.language as tl
+
+    from lcopt.decode_attention import _dot
+
+    def _unpack_asm(mask: int) -> str:
+        """PTX for 4 bytes -> 4 fp16 (two registers): (byte & mask) as fp16, via 1024 + bits - 1024."""
+        return f"""{{
+        .reg .b32 t0, t1, magic;
+        mov.b32 magic, 0x64006400;
+        prmt.b32 t0, $2, 0, 0x4140;
+        prmt.b32 t1, $2, 0, 0x4342;
+        lop3.b32 $0, t0, {mask:#010x}, magic, 0xea;
+        lop3.b32 $1, t1, {mask:#010x}, magic, 0xea;
+        sub.f16x2 $0, $0, magic;
+        sub.f16x2 $1, $1, magic;
+        }}"""
+
+    _ASM_4_0 = tl.constexpr(_unpack_asm(0x000F000F))
+    _ASM_4_1 = tl.constexpr(_unpack_asm(0x00F000F0))
+    _ASM_2_0 = tl.constexpr(_unpack_asm(0x00030003))
+    _ASM_2_1 = tl.constexpr(_unpack_asm(0x000C000C))
+    _ASM_2_2 = tl.constexpr(_unpack_asm(0x00300030))
+    _ASM_2_3 = tl.constexpr(_unpack_asm(0x00C000C0))
+
+    @triton.jit
+    def _asm_plane(b, asm: tl.constexpr):
+        return tl.inline_asm_elementwise(asm, "=r,=r,r", [b], dtype=tl.float16, is_pure=True, pack=4)
+
+    @triton.jit
+    def _plane(b, P: tl.constexpr, BITS: tl.constexpr, ASM: tl.constexpr):
+        """fp16 f * code of bit plane P of every byte of `b` (f = 2^(BITS * P): the code stays in place)."""
+        if not ASM:
+            return (b & (((1 << BITS) - 1) << (BITS * P))).to(tl.float16)
+        elif BITS == 4 and P == 0:
+            return _asm_plane(b, _ASM_4_0)
+        elif BITS == 4:
+            return _asm_plane(b, _ASM_4_1)
+        elif P == 0:
+            return _asm_plane(b, _ASM_2_0)
+        elif P == 1:
+            return _asm_plane(b, _ASM_2_1)
+        elif P == 2:
+            return _asm_plane(b, _ASM_2_2)
+        else:
+            return _asm_plane(b, _ASM_2_3)
+
+    @triton.jit
+    def _pick(P: tl.constexpr, x0, x1, x2, x3):
+        if P == 0:  # noqa: SIM116 (Triton resolves a chain of constexpr branches at compile time)
+            return x0
+        elif P == 1:
+            return x1
+        elif P == 2:
+            return x2
+        else:
+            return x3
+
+    @triton.jit
+    def _value_chunk(
+        acc, J: tl.constexpr, p, p16, alpha, offs_n, vq, length, VC, VS, VM, VR, h,
+        stride_ch, stride_cn, stride_vsh, stride_vsg, stride_vrh, stride_vrn,
+        D: tl.constexpr, BITS: tl.constexpr, GV: tl.constexpr, R: tl.constexpr, CW: tl.constexpr,
+        CT: tl.constexpr, IEEE: tl.constexpr, ASM: tl.constexpr, QUANT: tl.constexpr,
+    ):  # fmt: skip
+        """Channels [J * CW, (J + 1) * CW) of the values of a tile into their accumulator."""
+        DB: tl.constexpr = D * BITS // 8
+        NBB: tl.constexpr = DB // CW
+        PLANE: tl.constexpr = J // NBB
+        K: tl.constexpr = J * CW // GV  # the chunk's value group
+        INV_F: tl.constexpr = 1.0 / (1 << (BITS * PLANE))
+        offs_w = tl.arange(0, CW)
+        b = tl.load(VC + h * stride_ch + offs_n[:, None] * stride_cn + ((J % NBB) * CW + offs_w)[None, :])
+        codes = _plane(b, PLANE, BITS, ASM)  # [TILE, CW], f * code
+        scale = tl.load(VS + h * stride_vsh + K * stride_vsg + offs_n).to(tl.float32) * INV_F
+        acc = acc * alpha[:, None]
+        if QUANT:  # the scales on the probabilities; the minimums are the caller's small dot
+            acc += _dot((p * scale[None, :]).to(CT), codes.to(CT), IEEE)
+        else:  # dequantized below vq, the exact window above
+            minimum = tl.load(VM + h * stride_vsh + K * stride_vsg + offs_n).to(tl.float32)
+            v = codes.to(tl.float32) * scale[:, None] + minimum[:, None]
+            window = (offs_n >= vq) & (offs_n < length)
+            exact = tl.load(VR + h * stride_vrh + (offs_n % (R + 1))[:, None] * stride_vrn + (J * CW + offs_w)[None, :],
+                            mask=window[:, None], other=0.0)  # fmt: skip
+            v = tl.where((offs_n < vq)[:, None], v, exact.to(tl.float32))
+            acc += _dot(p16, v.to(CT), IEEE)
+        return acc
+
+    @triton.jit
+    def _kivi_tile(
+        n0, end, length, kq, vq, q0, q1, q2, q3, acc0, acc1, acc2, acc3, macc, m_i, l_i, stream, t,
+        KC, VC, KS, KM, VS, VM, KR, VR, h,
+        stride_ch, stride_cn, stride_ksh, stride_ksg, stride_vsh, stride_vsg, stride_krh, stride_krn,
+        stride_vrh, stride_vrn,
+        T: tl.constexpr, ROWS: tl.constexpr, D: tl.constexpr, BITS: tl.constexpr, GK: tl.constexpr,
+        GV: tl.constexpr, R: tl.constexpr, CW: tl.constexpr, NG_PAD: tl.constexpr, CT: tl.constexpr,
+        IEEE: tl.constexpr, ASM: tl.constexpr, QUANT: tl.constexpr,
+    ):  # fmt: skip
+        """T key groups from n0: scores, each row's online softmax over its own group, the values.
+        QUANT: every key and value of the tile is quantized (no window, no mask, no branch)."""
+        PB: tl.constexpr = 8 // BITS
+        DB: tl.constexpr = D // PB
+        NCH: tl.constexpr = D // CW
+        TILE: tl.constexpr = T * GK
+        offs_n = n0 + tl.arange(0, TILE)
+        offs_b = tl.arange(0, DB)
+        kb = tl.load(KC + h * stride_ch + offs_n[None, :] * stride_cn + offs_b[:, None])  # [DB, TILE] bytes
+        groups = h * stride_ksh + (n0 // GK + tl.arange(0, T))[:, None] * stride_ksg  # the tile's T key groups
+        scores = tl.zeros([ROWS, TILE], tl.float32)
+        bias = tl.zeros([ROWS], tl.float32)
+        for P in tl.static_range(PB):
+            q = _pick(P, q0, q1, q2, q3)[:, None, :]  # [ROWS // T, 1, DB]: row (g, t) is g * T + t
+            row = groups + (P * DB + offs_b)[None, :]
+            scale = tl.load(KS + row).to(tl.float32) * (1.0 / (1 << (BITS * P)))  # [T, DB]
+            folded = tl.reshape(q * scale[None, :, :], (ROWS, DB))
+            scores += _dot(folded.to(CT), _plane(kb, P, BITS, ASM).to(CT), IEEE)
+            bias += tl.reshape(tl.sum(q * tl.load(KM + row).to(tl.float32)[None, :, :], 2), (ROWS,))
+        scores += bias[:, None]
+        valid = stream
+        if not QUANT:  # groups at or past kq are the exact window (kq is a multiple of GK)
+            window = (offs_n >= kq) & (offs_n < length)
+            exact = tl.zeros([ROWS, TILE], tl.float32)
+            for P in tl.static_range(PB):
+                k = tl.load(KR + h * stride_krh + (offs_n % R)[None, :] * stride_krn + (P * DB + offs_b)[:, None],
+                            mask=window[None, :], other=0.0)  # fmt: skip
+                q = tl.broadcast_to(_pick(P, q0, q1, q2, q3)[:, None, :], (ROWS // T, T, DB))
+                exact += _dot(tl.reshape(q, (ROWS, DB)).to(CT), k.to(CT), IEEE)
+            scores = tl.where((n0 + (t + 1) * GK > kq)[:, None], exact, scores)
+            valid = stream & (offs_n < end)[None, :]
+        scores = tl.where(valid, scores, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(scores, 1))
+        m_use = tl.where(m_new > float("-inf"), m_new, 0.0)  # a row with nothing yet: no NaN
+        p = tl.exp2(scores - m_use[:, None])
+        alpha = tl.exp2(m_i - m_use)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        p16 = p.to(CT)
+        macc = macc * alpha[:, None]
+        if QUANT:  # sum_n p_n m_n for every value group at once
+            offs_k = tl.arange(0, NG_PAD)
+            mins = tl.load(VM + h * stride_vsh + offs_k[:, None] * stride_vsg + offs_n[None, :],
+                           mask=(offs_k < D // GV)[:, None], other=0.0)  # fmt: skip
+            macc += _dot(p16, tl.trans(mins.to(CT)), IEEE)
+        acc0 = _value_chunk(
+            acc0, 0, p, p16, alpha, offs_n, vq, length, VC, VS, VM, VR, h,
+            stride_ch, stride_cn, stride_vsh, stride_vsg, stride_vrh, stride_vrn, D, BITS, GV, R, CW, CT, IEEE, ASM,
+            QUANT,
+        )  # fmt: skip
+        acc1 = _value_chunk(
+            acc1, 1, p, p16, alpha, offs_n, vq, length, VC, VS, VM, VR, h,
+            stride_ch, stride_cn, stride_vsh, stride_vsg, stride_vrh, stride_vrn, D, BITS, GV, R, CW, CT, IEEE, ASM,
+            QUANT,
+        )  # fmt: skip
+        if NCH == 4:
+            acc2 = _value_chunk(
+                acc2, 2, p, p16, alpha, offs_n, vq, length, VC, VS, VM, VR, h,
+                stride_ch, stride_cn, stride_vsh, stride_vsg, stride_vrh, stride_vrn, D, BITS, GV, R, CW, CT, IEEE, ASM,
+                QUANT,
+            )  # fmt: skip
+            acc3 = _value_chunk(
+                acc3, 3, p, p16, alpha, offs_n, vq, length, VC, VS, VM, VR, h,
+                stride_ch, stride_cn, stride_vsh, stride_vsg, stride_vrh, stride_vrn, D, BITS, GV, R, CW, CT, IEEE, ASM,
+                QUANT,
+            )  # fmt: skip
+        return acc0, acc1, acc2, acc3, macc, m_new, l_i
+
+    @triton.jit
+    def _store_chunk(acc, J: tl.constexpr, macc, w, l_safe, OUT, h, s, stride_oh, stride_os,
+                     G: tl.constexpr, T: tl.constexpr, ROWS: tl.constexpr, CW: tl.constexpr, GV: tl.constexpr,
+                     NG_PAD: tl.constexpr):  # fmt: skip
+        """Merge the streams of one chunk (weights w [ROWS // T, T]) and store it, normalized."""
+        K: tl.constexpr = J * CW // GV
+        offs_k = tl.arange(0, NG_PAD)
+        mins = tl.sum(tl.where(offs_k[None, :] == K, macc, 0.0), 1)  # [ROWS]: this chunk's group
+        full = tl.reshape(acc + mins[:, None], (ROWS // T, T, CW))
+        out = tl.sum(full * w[:, :, None], 1) / l_safe[:, None]
+        g = tl.arange(0, ROWS // T)
+        offs_w = tl.arange(0, CW)
+        tl.store(OUT + (h * G + g)[:, None] * stride_oh + s * stride_os + (J * CW + offs_w)[None, :], out,
+                 mask=(g < G)[:, None])  # fmt: skip
+
+    @triton.jit
+    def _kivi_partial(
+        Q, KC, VC, KS, KM, VS, VM, KR, VR, LEN, OUT, LSE,
+        stride_qh, stride_ch, stride_cn, stride_ksh, stride_ksg, stride_vsh, stride_vsg, stride_krh, stride_krn,
+        stride_vrh, stride_vrn, stride_oh, stride_os,
+        qk_scale, SPLIT,
+        G: tl.constexpr, T: tl.constexpr, ROWS: tl.constexpr, D: tl.constexpr, BITS: tl.constexpr,
+        GK: tl.constexpr, GV: tl.constexpr, R: tl.constexpr, CW: tl.constexpr, NG_PAD: tl.constexpr,
+        CT: tl.constexpr, IEEE: tl.constexpr, ASM: tl.constexpr,
+    ):  # fmt: skip
+        """One (KV head, split of SPLIT tokens, a multiple of the tile): its normalized output per query head
+        and its log-sum-exp (natural). SPLIT is not a constant: one compiled kernel serves every length."""
+        h = tl.program_id(0)
+        s = tl.program_id(1)
+        PB: tl.constexpr = 8 // BITS
+        DB: tl.constexpr = D // PB
+        TILE: tl.constexpr = T * GK
+        length = tl.load(LEN).to(tl.int32)
+        start = s * SPLIT
+        end = tl.minimum(start + SPLIT, length)
+        kq = ((length - 1) // R) * R  # keys below are quantized
+        vq = tl.maximum(length - 1 - R, 0)  # values below are quantized (vq < kq)
+        both = tl.minimum((vq // TILE) * TILE, end)
+        t = tl.arange(0, ROWS) % T  # row (g, t) = g * T + t attends to the tile's key group t
+        stream = (tl.arange(0, TILE)[None, :] // GK) == t[:, None]
+        heads = tl.arange(0, ROWS // T)  # q rows once per query head, [ROWS // T, DB] a plane
+        qrow = Q + (h * G + heads)[:, None] * stride_qh + tl.arange(0, DB)[None, :]
+        gmask = (heads < G)[:, None]
+        q0 = tl.load(qrow, mask=gmask, other=0.0).to(tl.float32) * qk_scale
+        q1 = tl.load(qrow + DB, mask=gmask, other=0.0).to(tl.float32) * qk_scale
+        q2 = q0
+        q3 = q0
+        if PB == 4:
+            q2 = tl.load(qrow + 2 * DB, mask=gmask, other=0.0).to(tl.float32) * qk_scale
+            q3 = tl.load(qrow + 3 * DB, mask=gmask, other=0.0).to(tl.float32) * qk_scale
+        acc0 = tl.zeros([ROWS, CW], tl.float32)
+        acc1 = tl.zeros([ROWS, CW], tl.float32)
+        acc2 = tl.zeros([ROWS, CW], tl.float32)
+        acc3 = tl.zeros([ROWS, CW], tl.float32)
+        macc = tl.zeros([ROWS, NG_PAD], tl.float32)
+        m_i = tl.full([ROWS], float("-inf"), tl.float32)
+        l_i = tl.zeros([ROWS], tl.float32)
+        for n0 in range(start, both, TILE):
+            acc0, acc1, acc2, acc3, macc, m_i, l_i = _kivi_tile(
+                n0, end, length, kq, vq, q0, q1, q2, q3, acc0, acc1, acc2, acc3, macc, m_i, l_i, stream, t,
+                KC, VC, KS, KM, VS, VM, KR, VR, h,
+                stride_ch, stride_cn, stride_ksh, stride_ksg, stride_vsh, stride_vsg, stride_krh, stride_krn,
+                stride_vrh, stride_vrn, T, ROWS, D, BITS, GK, GV, R, CW, NG_PAD, CT, IEEE, ASM, True,
+            )  # fmt: skip
+        for n0 in range(tl.maximum(start, both), end, TILE):
+            acc0, acc1, acc2, acc3, macc, m_i, l_i = _kivi_tile(
+                n0, end, length, kq, vq, q0, q1, q2, q3, acc0, acc1, acc2, acc3, macc, m_i, l_i, stream, t,
+                KC, VC, KS, KM, VS, VM, KR, VR, h,
+                stride_ch, stride_cn, stride_ksh, stride_ksg, stride_vsh, stride_vsg, stride_krh, stride_krn,
+                stride_vrh, stride_vrn, T, ROWS, D, BITS, GK, GV, R, CW, NG_PAD, CT, IEEE, ASM, False,
+            )  # fmt: skip
+        # merge the T streams of each query head: weights relative to their largest running maximum
+        m2 = tl.reshape(m_i, (ROWS // T, T))
+        top = tl.max(m2, 1)
+        top_use = tl.where(top > float("-inf"), top, 0.0)
+        w = tl.exp2(m2 - top_use[:, None])
+        total = tl.sum(w * tl.reshape(l_i, (ROWS // T, T)), 1)
+        l_safe = tl.where(total > 0, total, 1.0)
+        _store_chunk(acc0, 0, macc, w, l_safe, OUT, h, s, stride_oh, stride_os, G, T, ROWS, CW, GV, NG_PAD)
+        _store_chunk(acc1, 1, macc, w, l_safe, OUT, h, s, stride_oh, stride_os, G, T, ROWS, CW, GV, NG_PAD)
+        if D // CW == 4:
+            _store_chunk(acc2, 2, macc, w, l_safe, OUT, h, s, stride_oh, stride_os, G, T, ROWS, CW, GV, NG_PAD)
+            _store_chunk(acc3, 3, macc, w, l_safe, OUT, h, s, stride_oh, stride_os, G, T, ROWS, CW, GV, NG_PAD)
+        gq = tl.arange(0, ROWS // T)
+        lse = tl.where(total > 0, (top_use + tl.log2(l_safe)) * 0.6931471805599453, float("-inf"))
+        tl.store(LSE + (h * G + gq) * tl.num_programs(1) + s, lse, mask=gq < G)
+
+    @triton.jit
+    def _codes(x, mn, sc, QMAX: tl.constexpr):
+        """torch.round((x - mn) / sc) clamped to [0, QMAX], halves to even (as `lcopt.quant.quantize_groups`)."""
+        u = tl.math.div_rn(x - mn, sc)
+        r = tl.floor(u + 0.5)
+        r = tl.where(((r - u) == 0.5) & ((r.to(tl.int32) % 2) == 1), r - 1.0, r)
+        return tl.minimum(tl.maximum(r, 0.0), QMAX).to(tl.int32)
+
+    @triton.jit
+    def _kivi_append(
+        KN, VN, KC, KS, KM, VC, VS, VM, KR, VR, INDEX,
+        stride_ch, stride_cn, stride_ksh, stride_ksg, stride_vsh, stride_vsg, stride_krh, stride_krn,
+        stride_vrh, stride_vrn,
+        D: tl.constexpr, BITS: tl.constexpr, GK: tl.constexpr, GV: tl.constexpr, R: tl.constexpr,
+    ):  # fmt: skip
+        """One token into one layer at cache index p (a program per KV head), in KIVI's official order
+        deferred by one step: first what the previous step's attention left to quantize (the key block
+        [p - R, p) when p is a multiple of R, the value p - 1 - R), then the new key into slot p % R and
+        the new value into slot p % (R + 1)."""
+        h = tl.program_id(0)
+        p = tl.load(INDEX).to(tl.int32)
+        PB: tl.constexpr = 8 // BITS
+        DB: tl.constexpr = D // PB
+        QMAX: tl.constexpr = (1 << BITS) - 1
+        offs_d = tl.arange(0, D)
+        offs_b = tl.arange(0, DB)
+        shifts = tl.arange(0, PB) * BITS  # plane p of a byte: channels p * DB + j
+        k_new = tl.load(KN + h * D + offs_d)
+        v_new = tl.load(VN + h * D + offs_d)
+        vslot = p % (R + 1)
+        if p > R:  # the value p - 1 - R leaves the window: per token, groups of GV channels
+            old = tl.load(VR + h * stride_vrh + vslot * stride_vrn + offs_d).to(tl.float32)
+            old = tl.reshape(old, (D // GV, GV))
+            mn = tl.min(old, 1)
+            sc = (tl.max(old, 1) - mn) / QMAX
+            sc = tl.where(sc > 0, sc, 1.0)
+            codes = tl.reshape(_codes(old, mn[:, None], sc[:, None], QMAX), (PB, DB))
+            row = p - 1 - R
+            tl.store(VC + h * stride_ch + row * stride_cn + offs_b, tl.sum(codes << shifts[:, None], 0).to(tl.uint8))
+            offs_gv = tl.arange(0, D // GV)
+            tl.store(VS + h * stride_vsh + offs_gv * stride_vsg + row, sc.to(VS.dtype.element_ty))
+            tl.store(VM + h * stride_vsh + offs_gv * stride_vsg + row, mn.to(VM.dtype.element_ty))
+        if (p >= R) & (p % R == 0):  # the window's R keys [p - R, p) become one block: per channel, groups of GK
+            offs_r = tl.arange(0, R)
+            blk = tl.load(KR + h * stride_krh + offs_r[:, None] * stride_krn + offs_d[None, :]).to(tl.float32)
+            grp = tl.reshape(blk, (R // GK, GK, D))
+            mn = tl.min(grp, 1)
+            sc = (tl.max(grp, 1) - mn) / QMAX
+            sc = tl.where(sc > 0, sc, 1.0)
+            codes = tl.reshape(_codes(grp, mn[:, None, :], sc[:, None, :], QMAX), (R, PB, DB))
+            packed = tl.sum(codes << shifts[None, :, None], 1).to(tl.uint8)
+            first = p - R
+            tl.store(KC + h * stride_ch + (first + offs_r)[:, None] * stride_cn + offs_b[None, :], packed)
+            rows = first // GK + tl.arange(0, R // GK)
+            kscale = KS + h * stride_ksh + rows[:, None] * stride_ksg + offs_d[None, :]
+            tl.store(kscale, sc.to(KS.dtype.element_ty))
+            tl.store(KM + h * stride_ksh + rows[:, None] * stride_ksg + offs_d[None, :], mn.to(KM.dtype.element_ty))
+        tl.debug_barrier()  # the slots just read are written below
+        tl.store(KR + h * stride_krh + (p % R) * stride_krn + offs_d, k_new)
+        tl.store(VR + h * stride_vrh + vslot * stride_vrn + offs_d, v_new)
+
+
+class KIVIAttention(DecodeAttention):
+    """The split buffers (`DecodeAttention`'s) and launch parameters of KIVI's decode kernel for one cache."""
+
+    def __init__(self, q_heads: int, kv_heads: int, head_dim: int, max_len: int, device, dtype, *, bits: int,
+                 group_size: int, value_group: int, residual: int, launch: Launch):  # fmt: skip
+        if dtype == torch.float32:  # float32 models (the cross-checks): IEEE dots on CUDA cores, small tiles
+            launch = dataclasses.replace(launch, streams=1, num_warps=8, num_stages=1)
+        rows, streams = rows_and_streams(q_heads // kv_heads, launch.streams)
+        super().__init__(q_heads, kv_heads, head_dim, max_len, device, dtype, streams * group_size, launch.programs)
+        self.config = launch
+        self.asm = launch.asm and torch.device(device).type == "cuda"  # the interpreter runs no PTX
+        self.kivi_launch = {
+            "G": self.group, "T": streams, "ROWS": rows, "D": head_dim, "BITS": bits, "GK": group_size,
+            "GV": value_group, "R": residual, "CW": chunk_width(head_dim, bits, value_group),
+            "NG_PAD": max(16, triton.next_power_of_2(head_dim // value_group)),
+            "CT": tl.float32 if self.ieee else tl.float16, "IEEE": self.ieee, "ASM": self.asm,
+        }  # fmt: skip
+        self.qk_scale = self.sm_scale * math.log2(math.e)  # the kernel's softmax is in base 2
+
+    def __call__(self, q, length, kc, vc, ks, km, vs, vm, kr, vr) -> torch.Tensor:
+        """q [Hq, D] over one layer's codes [Hkv, S, DB], scales, minimums and windows -> [Hq, D]."""
+        _kivi_partial[(self.kv_heads, self.nsplit)](
+            q, kc, vc, ks, km, vs, vm, kr, vr, length, self.partial, self.lse,
+            q.stride(0), kc.stride(0), kc.stride(1), ks.stride(0), ks.stride(1), vs.stride(0), vs.stride(1),
+            kr.stride(0), kr.stride(1), vr.stride(0), vr.stride(1), self.partial.stride(0), self.partial.stride(1),
+            self.qk_scale, self.split, **self.kivi_launch, num_warps=self.config.num_warps,
+            num_stages=self.config.num_stages,
+        )  # fmt: skip
+        return self._combine(q)
+
+
+def append(key, value, index, kc, ks, km, vc, vs, vm, kr, vr, bits: int, group_size: int, value_group: int,
+           residual: int) -> None:  # fmt: skip
+    """One token of one layer (views [Hkv, ...]) at the device cache index `index` ([1])."""
+    _kivi_append[(kc.shape[0],)](
+        key.contiguous(), value.contiguous(), kc, ks, km, vc, vs, vm, kr, vr, index,
+        kc.stride(0), kc.stride(1), ks.stride(0), ks.stride(1), vs.stride(0), vs.stride(1),
+        kr.stride(0), kr.stride(1), vr.stride(0), vr.stride(1),
+        D=kc.shape[-1] * 8 // bits, BITS=bits, GK=group_size, GV=value_group, R=residual, num_warps=4,
+    )  # fmt: skip

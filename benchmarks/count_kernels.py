@@ -2,7 +2,7 @@
 (a captured graph replays exactly these kernels), on random weights built from a model's config.
 
   PYTHONPATH=src python benchmarks/count_kernels.py --model llama-3.1-8b=<config dir> --context 4096 \\
-      --paths fast:none fast:kivi4 gptq4:fast:none --out kernels.json
+      --paths fast:none fast:kivi4 int4:fast:none --out kernels.json
 
 Prints, per path, the kernels (and memory copies/sets) of one step, per layer, their summed GPU time, and
 each kernel's name, count and time. It uses only what the engine has had since issue 12 (`FastEngine(...,
@@ -85,19 +85,19 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="name=config_dir (config.json)")
     parser.add_argument("--context", type=int, default=4096)
-    parser.add_argument("--paths", nargs="+", default=["fast:none", "gptq4:fast:none"])
+    parser.add_argument("--paths", nargs="+", default=["fast:none", "int4:fast:none"])
     parser.add_argument("--layers", type=int, help="build only this many decoder layers (counts are per layer)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     for path in args.paths:
         parts = path.split(":")
-        if len(parts) not in (2, 3) or parts[-2] != "fast" or (len(parts) == 3 and parts[0] != "gptq4"):
-            parser.error(f"path {path!r}: expected fast:<cache> or gptq4:fast:<cache>")
+        if len(parts) not in (2, 3) or parts[-2] != "fast" or (len(parts) == 3 and parts[0] != "int4"):
+            parser.error(f"path {path!r}: expected fast:<cache> or int4:fast:<cache>")
     name, _, config_dir = args.model.partition("=")
     model = build(config_dir, args.layers)
     rows = []
-    for path in sorted(args.paths, key=lambda p: p.startswith("gptq4:")):  # bf16 weights first
-        if path.startswith("gptq4:") and not any(type(m).__name__ == "TinyGemmLinear" for m in model.modules()):
+    for path in sorted(args.paths, key=lambda p: p.startswith("int4:")):  # bf16 weights first
+        if path.startswith("int4:") and not any(type(m).__name__ == "TinyGemmLinear" for m in model.modules()):
             to_int4(model)
         row = {"model": name, "path": path, "context": args.context} | count(model, path.split(":")[-1], args.context)
         rows.append(row)

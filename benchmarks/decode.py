@@ -2,7 +2,7 @@
 rooflines: the command line of `lcopt.decode_benchmark` (its docstring, or `--help`, says what it measures).
 
   python benchmarks/decode.py --model llama-3.1-8b=path/to/config_dir --contexts 4096 32768 131072 \\
-      --paths fast:none fast:kivi4 hf-static gptq4:fast:none torchao4:hf-compiled --out decode.json
+      --paths fast:none fast:kivi4 hf-static int4:fast:none torchao4:hf-compiled --out decode.json
 
 lcopt must be importable (`make setup`, or PYTHONPATH=src from the repository's root).
 """

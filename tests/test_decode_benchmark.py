@@ -10,13 +10,13 @@ from lcopt.probe import TokenClock
 @pytest.mark.parametrize(
     ("path", "parsed"),
     [("fast:none", ("bf16", "fast", "none")), ("hf-static", ("bf16", "hf-static", "none")),
-     ("gptq4:fast:kivi2", ("gptq4", "fast", "kivi2")), ("torchao4:hf-compiled", ("torchao4", "hf-compiled", "none"))],
+     ("int4:fast:kivi2", ("int4", "fast", "kivi2")), ("torchao4:hf-compiled", ("torchao4", "hf-compiled", "none"))],
 )  # fmt: skip
 def test_benchmark_paths_name_weights_runner_and_cache(path, parsed):
     assert parse_path(path) == parsed
 
 
-@pytest.mark.parametrize("path", ["fastest", "gptq4", "hf-static:kivi4", "awq4:fast:none", "fast:none:x"])
+@pytest.mark.parametrize("path", ["fastest", "int4", "hf-static:kivi4", "awq4:fast:none", "fast:none:x"])
 def test_a_bad_benchmark_path_names_the_allowed_values(path):
     with pytest.raises(ValueError, match=f"{RUNNERS[0]}.*{RUNNERS[-1]}|transformers' own static cache"):
         parse_path(path)

@@ -27,15 +27,15 @@ M=.device/assets/models; L=llama-3.1-8b=$M/meta-llama--Llama-3.1-8B-Instruct; B=
 # and up in one instead of two and a cat), bf16 0 or 1 fewer (rotary of the query and key heads in one
 # kernel); the lines "<path>: N kernels per step (x per layer)" and each kernel's count and time follow.
 PYTHONPATH=$PWD/.before/src:/tmp/site timeout 150 python3 benchmarks/count_kernels.py --model $L --context 4096 \
-  --paths fast:none gptq4:fast:none --out $OUT/h200_kernels_run8_before.json > $OUT/kernels-run8.log 2>&1
+  --paths fast:none int4:fast:none --out $OUT/h200_kernels_run8_before.json > $OUT/kernels-run8.log 2>&1
 timeout 150 python3 benchmarks/count_kernels.py --model $L --context 4096 \
-  --paths fast:none gptq4:fast:none --out $OUT/h200_kernels_run8_after.json >> $OUT/kernels-run8.log 2>&1
+  --paths fast:none int4:fast:none --out $OUT/h200_kernels_run8_after.json >> $OUT/kernels-run8.log 2>&1
 grep "kernels per step" $OUT/kernels-run8.log
 # gptq4 vs bf16 at 4K, kivi4/kivi2 vs bf16 at 128K, gptq4+kivi2 vs bf16 at 128K, the peak memory of gptq4 at 4K
 # (target <= 7 GiB; expected ~6.5: 5.4 GiB of packed weights, scales, embedding and LM head, 0.5 of cache,
 # the prefill's largest MLP chunk). ~4 min.
 timeout 270 $B --model $L --contexts 4096 32768 131072 \
-  --paths fast:none fast:kivi4 fast:kivi2 gptq4:fast:none gptq4:fast:kivi2 \
+  --paths fast:none fast:kivi4 fast:kivi2 int4:fast:none int4:fast:kivi2 \
   --budget-s 240 --out $OUT/h200_decode_8b_run8.json > $OUT/bench-8b-run8.log 2>&1; echo "8b rc=$?"
 grep "^|" $OUT/bench-8b-run8.log
 
@@ -46,7 +46,7 @@ grep "^|" $OUT/bench-8b-run8.log
 # coordinate-descent tuning: its first compile takes longest). torchao's prefill runs tinygemm over every
 # prompt row (no dequantization), so its TTFT at 32K is seconds.
 timeout 330 $B --model $L --contexts 4096 32768 \
-  --paths fast:none gptq4:fast:none hf-static hf-compiled torchao4:hf-compiled \
+  --paths fast:none int4:fast:none hf-static hf-compiled torchao4:hf-compiled \
   --budget-s 300 --out $OUT/h200_decode_8b_run8_peers.json > $OUT/bench-peers-run8.log 2>&1; echo "peers rc=$?"
 # hf-static's 128K row (missing in run 6): the static cache is sized for the timed call and the warm-up runs
 # 256 tokens, so the 128K prompt is prefilled once. ~3 min (its prefill builds a 128K x 128K mask).

@@ -17,13 +17,13 @@ decode attention), `reference` (`generate` with a dynamic cache, lcopt's referen
 `quanto4`: transformers' own `QuantizedCache` with optimum-quanto; such a row has no roofline: its cache
 bytes are the library's), `hf-static` (`generate` with transformers' static cache and its automatic
 compile) and `hf-compiled` (the whole decode step compiled, in a plain loop over transformers' static
-cache, the way torchao's and gpt-fast's own benchmarks decode). Weights: bf16 (no prefix), `gptq4`
-(random codes in tinygemm's layout, the kernel lcopt converts GPTQ checkpoints to) or `torchao4` (torchao's
+cache, the way torchao's and gpt-fast's own benchmarks decode). Weights: bf16 (no prefix), `int4`
+(random codes in tinygemm's layout, the kernel lcopt converts GPTQ checkpoints to: what gptq4 runs) or `torchao4` (torchao's
 `Int4WeightOnlyConfig`, tinygemm layout, group 128, on the decoder's linear layers as for gptq4). Writes
 a JSON file and prints a Markdown table.
 
   python benchmarks/decode.py --model llama-3.1-8b=path/to/config_dir --contexts 4096 32768 131072 \\
-      --paths fast:none fast:kivi4 hf-static gptq4:fast:none torchao4:hf-compiled --out decode.json
+      --paths fast:none fast:kivi4 hf-static int4:fast:none torchao4:hf-compiled --out decode.json
 """
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ from pathlib import Path
 import torch
 import torch._inductor.config
 
-WEIGHTS = ("bf16", "torchao4", "gptq4")  # in the order a run converts the model: bf16 weights are lost after
+WEIGHTS = ("bf16", "torchao4", "int4")  # in the order a run converts the model: bf16 weights are lost after
 RUNNERS = ("fast", "reference", "hf-static", "hf-compiled")
 STEADY_AFTER = 4  # decode steps dropped before the per-token times (the steady state)
 
 
 def parse_path(path: str) -> tuple[str, str, str]:
-    """(weights, runner, cache) of a path such as `gptq4:fast:kivi2`; an error names the allowed values."""
+    """(weights, runner, cache) of a path such as `int4:fast:kivi2`; an error names the allowed values."""
     parts = path.split(":")
     weights = parts.pop(0) if parts[0] in WEIGHTS[1:] else "bf16"
     if not parts or parts[0] not in RUNNERS or len(parts) > 2:
@@ -252,7 +252,7 @@ def convert(model, weights: str, current: str, inductor: bytes) -> None:
         return
     if weights == "torchao4":
         to_torchao_int4(model)
-    elif weights == "gptq4":
+    elif weights == "int4":
         torch._inductor.config.load_config(inductor)  # undo torchao's compiler settings
         to_int4(model)
 

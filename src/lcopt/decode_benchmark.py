@@ -18,9 +18,9 @@ decode attention), `reference` (`generate` with a dynamic cache, lcopt's referen
 bytes are the library's), `hf-static` (`generate` with transformers' static cache and its automatic
 compile) and `hf-compiled` (the whole decode step compiled, in a plain loop over transformers' static
 cache, the way torchao's and gpt-fast's own benchmarks decode). Weights: bf16 (no prefix), `int4`
-(random codes in tinygemm's layout, the kernel lcopt converts GPTQ checkpoints to: what gptq4 runs) or `torchao4` (torchao's
-`Int4WeightOnlyConfig`, tinygemm layout, group 128, on the decoder's linear layers as for gptq4). Writes
-a JSON file and prints a Markdown table.
+(random codes in tinygemm's layout, the kernel lcopt converts GPTQ checkpoints to: what gptq4 runs) or
+`torchao4` (torchao's `Int4WeightOnlyConfig`, tinygemm layout, group 128, on the decoder's linear layers
+as for gptq4). Writes a JSON file and prints a Markdown table.
 
   python benchmarks/decode.py --model llama-3.1-8b=path/to/config_dir --contexts 4096 32768 131072 \\
       --paths fast:none fast:kivi4 hf-static int4:fast:none torchao4:hf-compiled --out decode.json

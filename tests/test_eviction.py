@@ -317,3 +317,84 @@ def test_make_cache_composes_eviction_with_every_reference_representation(demo):
         cache = make_cache(f"streamingllm+{representation}", model.config, {})
         inner = make_cache(representation, model.config, {})
         assert [type(layer.inner) for layer in cache.layers] == [type(layer) for layer in inner.layers]
+
+
+# -- two budgets in one run: technique aliases ----------------------------------------------------------
+
+
+def small_config(**extra) -> dict:
+    return {
+        "models": {"m": {"path": "lcopt-demo", "max_input_tokens": 100}},
+        "datasets": {"d": {"synthetic": "passkey", "words": 100}},
+    } | extra
+
+
+@pytest.fixture
+def own_registry(monkeypatch):
+    """Aliases register into the process's registry: keep them to this test."""
+    from lcopt import techniques
+
+    monkeypatch.setattr(techniques, "_REGISTRY", dict(techniques.registry()))
+
+
+def test_an_alias_is_the_technique_again_with_its_own_options(own_registry):
+    from lcopt.config import technique_options, validate
+    from lcopt.techniques import markdown_list
+
+    cfg = validate(
+        small_config(
+            technique_aliases={"snapkv10": "snapkv"},
+            snapkv10={"budget": 0.1},
+            techniques=["snapkv", "snapkv10", "kivi4"],
+            levels=[1, 2],
+        )
+    )
+    assert technique_options(cfg, "snapkv10") == options("snapkv", budget=0.1)
+    assert technique_options(cfg, "snapkv") == options("snapkv")
+    assert {"snapkv+kivi4", "snapkv10+kivi4"} <= set(cfg["stacks"]) and "snapkv+snapkv10" not in cfg["stacks"]
+    assert get("snapkv10").keep is not None and get("snapkv10").alias_of == "snapkv"
+    assert "snapkv10" not in markdown_list()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"technique_aliases": {"x": "nope"}}, r"key 'technique_aliases.x': 'nope' is not a technique; allowed: "),
+        ({"technique_aliases": {"kivi4": "snapkv"}}, r"key 'technique_aliases.kivi4': .*a technique of that name"),
+        ({"technique_aliases": {"seed": "snapkv"}}, r"key 'technique_aliases.seed': 'seed' is a key of lcopt"),
+        ({"technique_aliases": {"s10": "snapkv"}, "s10": {"budgett": 1}}, r"key 's10.budgett': unknown key"),
+        ({"snapkv": {"budget": 1.5}}, r"key 'snapkv.budget': 1.5 is not valid.*expected tokens each layer keeps"),
+        ({"snapkv": {"kernel": 4}}, r"key 'snapkv.kernel': 4 is even"),
+        ({"stacks": ["kivi4+snapkv"]}, r"key 'stacks.0': .*write 'snapkv\+kivi4'"),
+    ],
+)
+def test_bad_eviction_settings_name_the_key(own_registry, extra, message):
+    from lcopt.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match=message):
+        validate(small_config(**extra))
+
+
+def test_a_job_of_an_aliased_eviction_stack_runs_through_the_workflow(tmp_path):
+    """The rule passes the alias and every cache technique's block by name; the job keeps 10% of the
+    prompt per layer (below KIVI's window of 128: all exact float32) and records the prefill's memory."""
+    import json
+
+    from conftest import run_snakemake
+
+    config = {
+        "samples": 1,
+        "models": {"demo": {"path": "lcopt-demo", "max_input_tokens": 600}},
+        "datasets": {"passkey-300": {"synthetic": "passkey", "words": 300}},
+        "technique_aliases": {"snapkv10": "snapkv"},
+        "snapkv10": {"budget": 0.1},
+        "stacks": ["snapkv10+kivi4"],
+    }
+    target = "results/predictions/demo/snapkv10+kivi4/passkey-300.jsonl"
+    code, out = run_snakemake(tmp_path, config, target)
+    assert code == 0, out[-3000:]
+    (row,) = [json.loads(line) for line in (tmp_path / target).open()]
+    assert row["kv_method"] == "snapkv10+kivi4" and row["engine"] == "reference"
+    stored = int(0.1 * row["n_input_tokens"]) + row["n_output_tokens"] - 1
+    assert row["kv_cache_bytes"] == 4 * 2 * 4 * 32 * 4 * stored  # layers, K and V, KV heads, head_dim, float32
+    assert row["mem_after_prefill_bytes"] > 0 and 0 < row["prefill_peak_mem_bytes"] <= row["peak_mem_bytes"]

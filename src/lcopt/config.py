@@ -79,6 +79,8 @@ def _allowed(error: jsonschema.ValidationError) -> str:
         return f"allowed keys: {', '.join(allowed)}" if allowed else ""
     if "enum" in s:
         return "allowed: " + ", ".join(map(str, s["enum"]))
+    if "anyOf" in s and s.get("description"):
+        return f"expected {s['description']}"
     if "type" in s:
         bounds = [f"{k} {s[k]}" for k in ("minimum", "maximum", "pattern") if k in s]
         return f"expected {s['type']}" + (f" ({', '.join(bounds)})" if bounds else "")

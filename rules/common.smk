@@ -95,7 +95,8 @@ def stack_techniques(stack):
 
 
 def technique_aliases(stack):
-    """The config's `technique_aliases` a job's stack uses (a job registers them as the config did)."""
+    """The config's `technique_aliases` a job's stack (or variant) uses: the job registers them as the
+    config did."""
     return {t: config["technique_aliases"][t] for t in stack_techniques(stack) if t in config["technique_aliases"]}
 
 

@@ -398,3 +398,25 @@ def test_a_job_of_an_aliased_eviction_stack_runs_through_the_workflow(tmp_path):
     stored = int(0.1 * row["n_input_tokens"]) + row["n_output_tokens"] - 1
     assert row["kv_cache_bytes"] == 4 * 2 * 4 * 32 * 4 * stored  # layers, K and V, KV heads, head_dim, float32
     assert row["mem_after_prefill_bytes"] > 0 and 0 < row["prefill_peak_mem_bytes"] <= row["peak_mem_bytes"]
+
+
+def test_the_decode_benchmark_reads_an_eviction_budget_from_its_path(demo):
+    """`fast:snapkv+kivi4@2048` (lcopt.decode_benchmark): the method, a budget in tokens, and the
+    roofline's cache of the kept tokens (no GPU needed for these)."""
+    import re
+
+    from lcopt import decode_benchmark
+    from lcopt.config import schema
+
+    assert decode_benchmark.parse_path("fast:snapkv+kivi4@2048") == ("bf16", "fast", "snapkv+kivi4@2048")
+    pattern = schema()["properties"]["benchmark"]["properties"]["paths"]["items"]["pattern"]
+    assert re.match(pattern, "gptq4:fast:pyramidkv+kivi2@8192") and not re.match(pattern, "fast:a+b+c")
+    method, opts = decode_benchmark.cache_options("snapkv+kivi4@2048")
+    assert method == "snapkv+kivi4" and opts["snapkv"] == options("snapkv", budget=2048)
+    assert decode_benchmark.cache_options("none") == ("none", {})
+    with pytest.raises(ValueError, match="needs an eviction method"):
+        decode_benchmark.cache_options("kivi4@2048")
+    model, _ = demo
+    assert decode_benchmark.cached_prompt_tokens(model, "pyramidkv@100", 1000) == 100  # the mean over layers
+    assert decode_benchmark.cached_prompt_tokens(model, "streamingllm+kivi4@100", 50) == 50
+    assert decode_benchmark.cached_prompt_tokens(model, "kivi4", 1000) == 1000

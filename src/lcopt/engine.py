@@ -394,6 +394,8 @@ class FastEngine:
         d = self.geometry["head_dim"]
         h = self.model.get_input_embeddings()(ids)
         window = min(self.evictor.window, n) if self.evictor else 0
+        if window:
+            from lcopt.techniques._eviction import window_queries
         kept = []
         for seg in self.segments:
             h = h.to(seg.device)
@@ -403,11 +405,7 @@ class FastEngine:
                 attn = layer.self_attn
                 x = layer.input_layernorm(h)
                 q, k, v = self._qkv(attn, x, cos, sin)
-                queries = None
-                if window:
-                    from lcopt.techniques._eviction import window_queries
-
-                    queries = window_queries(attn, x[:, -window:], cos[:, -window:], sin[:, -window:])
+                queries = window_queries(attn, x[:, -window:], cos[:, -window:], sin[:, -window:]) if window else None
                 del x
                 o, _ = self.attention(attn, q, k, v, None, dropout=0.0, scaling=attn.scaling)
                 del q

@@ -307,7 +307,7 @@ def eviction_check(model, ids: list[int], kv: str, label: str) -> None:
     """The engine (graphs, fused kernels, caches sized to the kept tokens) against `generate` with the
     reference eviction cache: the same 64 greedy tokens, the same kept counts, memory sized to them."""
     runner = ReferenceRunner(model, kv, evicting(kv), "cuda")
-    reference, _, _ = runner.generate(ids, NEW_TOKENS, pad_token_id=0)
+    reference = runner.generate(ids, NEW_TOKENS, pad_token_id=0)
     engine = FastEngine(model, static_cache_factory(kv, model, evicting(kv)))
     fast = engine.generate(ids, NEW_TOKENS, stop=set())
     assert engine.graph is not None and engine.cache.fused

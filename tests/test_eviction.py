@@ -224,7 +224,7 @@ def evicting(kv: str, budget) -> dict:
 
 def reference(model, ids, kv, opts, new_tokens=NEW_TOKENS):
     runner = ReferenceRunner(model, kv, opts, "cpu")
-    tokens, _, _ = runner.generate(ids, new_tokens, pad_token_id=0)
+    tokens = runner.generate(ids, new_tokens, pad_token_id=0)
     return tokens, runner.cache
 
 

@@ -315,7 +315,9 @@ def eviction_check(model, ids: list[int], kv: str, label: str) -> None:
     print(f"{label} {kv}: kept {engine.kept[0]}..{engine.kept[-1]} of {len(ids)}, tokens agree for "
           f"{NEW_TOKENS if i is None else i} of {NEW_TOKENS}")  # fmt: skip
     assert engine.kept == runner.cache.kept_tokens()
-    assert max(engine.capacities) < len(ids)  # each layer's cache holds its budget and the answer only
+    # each layer's cache holds its budget and the answer only (in the format's whole blocks)
+    assert engine.capacities == [engine.make_cache(k + NEW_TOKENS, 1).max_len for k in engine.kept]
+    assert min(engine.capacities) < len(ids)
     assert fast == reference
 
 

@@ -70,6 +70,7 @@ rule model_technique:
     params:
         job=lambda w: lcopt.jobs.model_technique(config, w.model, w.variant),
         modules=config["technique_modules"],
+        aliases=lambda w: technique_aliases(w.variant),
         code=lambda w: code("scripts/model_technique.py", w.variant.split("+")[-1]),
     resources:
         gpu=lambda w: gpus(w.model),

@@ -7,10 +7,11 @@ setup_logging(snakemake.log[0])  # noqa: F821
 from lcopt.data import held_out_calibration  # noqa: E402
 from lcopt.gpus import claim  # noqa: E402
 from lcopt.models import write_technique_variant  # noqa: E402
-from lcopt.techniques import load_modules  # noqa: E402
+from lcopt.techniques import load_modules, register_aliases  # noqa: E402
 
 sm = snakemake  # noqa: F821
 load_modules(sm.params.modules)
+register_aliases(dict(sm.params.aliases))
 job = dict(sm.params.job)  # lcopt.jobs.model_technique
 out = Path(sm.output.variant)
 calibration = None

@@ -155,7 +155,7 @@ def test_default_configs_run_every_technique_offline():
     assert cfg["lingua2"]["model"] == DEMO_MODEL
     more = load([REPO / "config" / "config.yaml", REPO / "config" / "more-techniques.yaml"])
     assert set(more["techniques"]) == set(registry())
-    assert more["stacks"] == ["baseline", *expand_levels(more["techniques"], [1, 2])] and len(more["stacks"]) == 37
+    assert more["stacks"] == ["baseline", *expand_levels(more["techniques"], [1, 2])] and len(more["stacks"]) == 67
 
 
 def test_a_dataset_outside_the_run_can_calibrate():

@@ -295,3 +295,69 @@ def test_smollm2_tokens_equal_generate_on_the_gpu(smollm2_dir, shared_assets, kv
     ulp = 2.0 ** (math.floor(math.log2(abs(top1))) - 7)  # bf16's spacing at this logit (8 significant bits)
     print(f"smollm2 bf16 {kv}: at token {i} the top-2 logits (bf16 cache) are {top1:.4f}, gap {gap:.4f}, ulp {ulp}")
     assert gap <= ulp  # adjacent bf16 values: a tie at bf16's resolution
+
+
+# -- KV-cache eviction (issue 23) ---------------------------------------------------------------------
+
+EVICTION = ["snapkv", "streamingllm", "pyramidkv", "snapkv+kivi4", "streamingllm+kivi4", "pyramidkv+kivi4"]
+
+
+def evicting(kv: str) -> dict:
+    """A quarter of the prompt per layer (pyramidkv: on average), the methods' other defaults."""
+    return {kv.split("+")[0]: {"budget": 0.25}}
+
+
+def eviction_check(model, ids: list[int], kv: str, label: str) -> None:
+    """The engine (graphs, fused kernels, caches sized to the kept tokens) against `generate` with the
+    reference eviction cache: the same 64 greedy tokens, the same kept counts, memory sized to them."""
+    runner = ReferenceRunner(model, kv, evicting(kv), "cuda")
+    reference = runner.generate(ids, NEW_TOKENS, pad_token_id=0)
+    engine = FastEngine(model, static_cache_factory(kv, model, evicting(kv)))
+    fast = engine.generate(ids, NEW_TOKENS, stop=set())
+    assert engine.graph is not None and engine.cache.fused
+    i = first_divergence(fast, reference)
+    print(f"{label} {kv}: kept {engine.kept[0]}..{engine.kept[-1]} of {len(ids)}, tokens agree for "
+          f"{NEW_TOKENS if i is None else i} of {NEW_TOKENS}")  # fmt: skip
+    assert engine.kept == runner.cache.kept_tokens()
+    # each layer's cache holds its budget and the answer only (in the format's whole blocks)
+    assert engine.capacities == [engine.make_cache(k + NEW_TOKENS, 1).max_len for k in engine.kept]
+    assert min(engine.capacities) < len(ids)
+    assert fast == reference
+
+
+@pytest.fixture(scope="module")
+def random_8b_float32():
+    from conftest import shared_assets_dir
+
+    if not shared_assets_dir().is_dir():
+        pytest.skip("shared assets not found (set LCOPT_SHARED_ASSETS)")
+    model = random_model(shared_assets_dir(), "meta-llama--Llama-3.1-8B-Instruct", torch.float32)
+    yield model
+    del model
+    torch.cuda.empty_cache()
+
+
+@pytest.mark.parametrize("kv", EVICTION)
+def test_random_8b_eviction_tokens_equal_generate_in_float32(random_8b_float32, kv):
+    ids = torch.randint(0, 128000, (1500,), generator=torch.Generator().manual_seed(2)).tolist()
+    eviction_check(random_8b_float32, ids, kv, "random 8B float32")
+
+
+@pytest.fixture(scope="module")
+def smollm2_float32(smollm2_dir):
+    from conftest import shared_assets_dir
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32, attn_implementation="sdpa")
+    model = model.to("cuda").eval()
+    model.generation_config.eos_token_id = None
+    ids = multi_news_ids(AutoTokenizer.from_pretrained(smollm2_dir), shared_assets_dir(), 2000)
+    return model, ids
+
+
+@pytest.mark.parametrize("kv", EVICTION)
+def test_smollm2_eviction_tokens_equal_generate_in_float32(smollm2_float32, kv):
+    """SmolLM2-135M-Instruct's real weights on a real ~2,000-token news prompt, a quarter of it kept."""
+    model, ids = smollm2_float32
+    assert len(ids) > 1000
+    eviction_check(model, ids, kv, "smollm2 float32")

@@ -20,7 +20,11 @@ compile) and `hf-compiled` (the whole decode step compiled, in a plain loop over
 cache, the way torchao's and gpt-fast's own benchmarks decode). Weights: bf16 (no prefix), `int4`
 (random codes in tinygemm's layout, the kernel lcopt converts GPTQ checkpoints to: what gptq4 runs) or
 `torchao4` (torchao's `Int4WeightOnlyConfig`, tinygemm layout, group 128, on the decoder's linear layers
-as for gptq4). Writes a JSON file and prints a Markdown table.
+as for gptq4). A cache may be an eviction method before a representation with a budget in tokens per
+layer: `fast:snapkv+kivi4@2048` keeps 2,048 of each layer's prompt tokens, and its roofline counts the
+kept cache (each layer's kept tokens on average, plus the answer). Every row has the prefill's peak
+memory and what is held once the first token is out (after eviction) beside the whole call's peak.
+Writes a JSON file and prints a Markdown table.
 
   python benchmarks/decode.py --model llama-3.1-8b=path/to/config_dir --contexts 4096 32768 131072 \\
       --paths fast:none fast:kivi4 hf-static int4:fast:none torchao4:hf-compiled --out decode.json
@@ -126,11 +130,20 @@ def to_torchao_int4(model, group_size: int = 128) -> None:
     torch.cuda.empty_cache()
 
 
-def cache_options(kv: str) -> dict:
-    """The cache method's options as a config that leaves them out gets them (its schema's defaults)."""
-    from lcopt.techniques import default_options, get
+def cache_options(kv: str) -> tuple[str, dict]:
+    """(the cache-side techniques, their options as a config that leaves them out gets them: each schema's
+    defaults) of a path's cache; `snapkv+kivi4@2048` is snapkv at a budget of 2,048 tokens per layer, then
+    kivi4."""
+    from lcopt.stacks import cache_options as defaults
+    from lcopt.stacks import cache_parts
 
-    return {} if kv == "none" else default_options(get(kv))
+    method, _, budget = kv.partition("@")
+    options = defaults(method)
+    if budget:
+        if "eviction" not in cache_parts(method):
+            raise ValueError(f"cache {kv!r}: a budget (@{budget}) needs an eviction method")
+        options[cache_parts(method)["eviction"]]["budget"] = int(budget)
+    return method, options
 
 
 def cache_bytes_per_token(model, kv: str) -> float | None:
@@ -138,14 +151,30 @@ def cache_bytes_per_token(model, kv: str) -> float | None:
     states); None for a method it does not run (quanto4)."""
     from lcopt.engine import has_static_cache, static_cache_factory
 
-    return static_cache_factory(kv, model, cache_options(kv))(128).bytes_per_token() if has_static_cache(kv) else None
+    method, options = cache_options(kv)
+    return static_cache_factory(method, model, options)(128).bytes_per_token() if has_static_cache(method) else None
+
+
+def cached_prompt_tokens(model, kv: str, n: int) -> float:
+    """Prompt tokens the cache holds per layer, on average: all `n`, or what the eviction method keeps."""
+    from lcopt.engine import cache_geometry
+    from lcopt.stacks import cache_parts
+    from lcopt.techniques import get
+
+    method, options = cache_options(kv)
+    eviction = cache_parts(method).get("eviction")
+    if eviction is None:
+        return n
+    kept = get(eviction).kept_counts(n, cache_geometry(model.config)["layers"], options[eviction])
+    return sum(kept) / len(kept)
 
 
 def run_fast(model, kv, ids, new_tokens, options):
-    """lcopt's engine; warmed up (graph captured, kernels compiled) before the timed call."""
+    """lcopt's engine (each layer's cache sized for what it keeps of the prompt, plus the answer); warmed up
+    (graph captured, kernels compiled) before the timed call."""
     from lcopt.inference import FastRunner
 
-    runner = FastRunner(model, kv, cache_options(kv), len(ids) + new_tokens)
+    runner = FastRunner(model, *cache_options(kv), len(ids) + new_tokens, new_tokens)
     runner.generate(ids[-256:], 8, 0)
     return lambda clock: runner.generate(ids, new_tokens, 0, clock)
 
@@ -154,7 +183,7 @@ def run_reference(model, kv, ids, new_tokens, options):
     """`generate` with lcopt's reference cache for `kv` (none: transformers' DynamicCache)."""
     from lcopt.inference import ReferenceRunner
 
-    runner = ReferenceRunner(model, kv, cache_options(kv), "cuda")
+    runner = ReferenceRunner(model, *cache_options(kv), "cuda")
     runner.generate(ids[-256:], 8, 0)
     return lambda clock: runner.generate(ids, new_tokens, 0, clock)
 
@@ -241,6 +270,8 @@ def measure(model, path: str, n: int, new_tokens: int, probe, options: dict) -> 
     return clock.readings(skip=STEADY_AFTER) | {
         "new_tokens": len(clock.stamps),
         "peak_mem_bytes": memory["peak_mem_bytes"],
+        # the prefill's peak, and what it leaves (the cache after eviction): `MemoryProbe.mark_decode`
+        **{k: memory[k] for k in ("prefill_peak_mem_bytes", "mem_after_prefill_bytes") if k in memory},
         # NVML's energy counter from the first token to the end (it updates coarsely: short decodes read 0)
         "decode_energy_j_per_token": energy / steps if energy and steps > 0 else None,
     }
@@ -263,7 +294,7 @@ def roofline_fields(model, kv: str, n: int, new_tokens: int, meta: dict, row: di
     out = {"prefill_flops": prefill_flops(model, n)}
     per_token = cache_bytes_per_token(model, kv)
     if per_token is not None:
-        out["decode_bytes"] = decode_bytes(model, per_token, n, new_tokens)
+        out["decode_bytes"] = decode_bytes(model, per_token, cached_prompt_tokens(model, kv, n), new_tokens)
         for label, bw in (("datasheet", meta["datasheet_bytes_per_s"]), ("copy", meta["copy_bytes_per_s"])):
             if bw:
                 out[f"roofline_decode_s_{label}"] = out["decode_bytes"] / bw

@@ -11,10 +11,12 @@ runs one untimed warm-up generation, so library start-up, kernel compilation and
 out of the timed samples. Per sample: time to first token (prefill + first token), per-token decode
 time (mean and median), end to end; peak memory during the sample (torch's peak allocation summed over
 the model's GPUs, or the process's RSS sampled every millisecond on a CPU) and its rise over the
-memory held when the sample began; the KV cache's bytes; on NVIDIA GPUs the devices (name, UUID),
-their NVML memory and the decode energy per token. Every row also says what it ran with: the prompt
-budget (a released checkpoint's own context can be shorter than its base's), the stop tokens of the
-loaded model's generation config, and the commit of lcopt's code (with its dirty flag).
+memory held when the sample began, and apart the prefill's peak and what is held once the first token
+is out (after an eviction method has dropped what it does not keep); the KV cache's bytes; on NVIDIA
+GPUs the devices (name, UUID), their NVML memory and the decode energy per token. Every row also says
+what it ran with: the prompt budget (a released checkpoint's own context can be shorter than its
+base's), the stop tokens of the loaded model's generation config, and the commit of lcopt's code (with
+its dirty flag).
 
 The prompts must have been built with the tokenizer the variant runs with (`lcopt.prompts` records its
 fingerprint); any other tokenizer is an error, found before the model is loaded.
@@ -22,6 +24,7 @@ fingerprint); any other tokenizer is an error, found before the model is loaded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -55,17 +58,27 @@ def is_out_of_memory(exc: BaseException) -> bool:
     )
 
 
-def make_cache(kv_method: str, model_config, options: dict | None = None):
-    """A fresh cache of the cache-side technique `kv_method` for one `generate` call; `none` (and a
-    technique's own None) is transformers' DynamicCache, which `generate` builds itself."""
+def make_cache(kv_method: str, model_config, options: dict[str, dict] | None = None):
+    """A fresh cache of the cache-side techniques `kv_method` (`kivi4`, `snapkv+kivi4`) for one `generate`
+    call, each technique with its options (`options[name]`; its defaults for what is left out): the
+    representation's cache (None, `none`: transformers' DynamicCache, which `generate` builds itself),
+    behind the eviction method's selection when the stack has one (`lcopt.techniques._eviction`)."""
     if kv_method == "none":
         return None
-    from lcopt.techniques import CacheTechnique, get
+    from lcopt.stacks import StackError, cache_options, cache_parts
+    from lcopt.techniques import get
 
-    technique = get(kv_method)
-    if not isinstance(technique, CacheTechnique):
-        raise ValueError(f"{kv_method!r} is a {technique.side}-side technique, not a KV-cache method")
-    return technique.reference_cache(model_config, dict(options or {}))
+    try:
+        parts = cache_parts(kv_method)
+    except StackError as exc:
+        raise ValueError(f"{kv_method!r} is not a KV-cache method: {exc}") from None
+    options = cache_options(kv_method, options)
+    representation = parts.get("representation")
+    cache = get(representation).reference_cache(model_config, options[representation]) if representation else None
+    if "eviction" in parts:
+        eviction = parts["eviction"]
+        cache = get(eviction).reference_cache(model_config, options[eviction], inner=cache)
+    return cache
 
 
 def cache_bytes(cache) -> int:
@@ -134,7 +147,9 @@ class ReferenceRunner:
     def generate(self, ids: list[int], max_new_tokens: int, pad_token_id: int, clock: TokenClock | None = None):
         """The new tokens; `clock` stamps each (`generate`'s streamer)."""
         self.cache = make_cache(self.kv_method, self.model.config, self.kv_options)
-        with torch.inference_mode():
+        # a cache that must see the model's forward (an eviction method's window queries) hooks it here
+        watch = getattr(self.cache, "watch", None)
+        with torch.inference_mode(), watch(self.model) if watch else contextlib.nullcontext():
             out = self.model.generate(
                 torch.tensor([ids], device=self.device),
                 attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
@@ -159,13 +174,13 @@ class FastRunner:
 
     name = "fast"
 
-    def __init__(self, model, kv_method: str, kv_options: dict, max_len: int):
+    def __init__(self, model, kv_method: str, kv_options: dict, max_len: int, new_tokens: int = 0):
         from lcopt.engine import FastEngine, static_cache_factory
 
         self.model = model
         self.engine = FastEngine(model, static_cache_factory(kv_method, model, kv_options))
         self.device = str(self.engine.device)
-        self.engine.reserve(max_len)
+        self.engine.reserve(max_len, new_tokens)
 
     def generate(self, ids: list[int], max_new_tokens: int, pad_token_id: int, clock: TokenClock | None = None):
         """The new tokens; `clock` stamps each (the engine's `on_token`)."""
@@ -199,6 +214,7 @@ def prompt_ids(tokenizer, prompt: dict) -> list[int]:
 READINGS = frozenset(
     {"ttft_s", "tpot_s", "tpot_median_s", "e2e_s", "decode_tokens_per_s", "decode_energy_j_per_token"}
     | {"peak_mem_bytes", "peak_mem_above_start_bytes", "nvml_used_bytes"}
+    | {"prefill_peak_mem_bytes", "mem_after_prefill_bytes"}
 )
 """Fields of a prediction that are this run's clock, memory and energy readings: they differ between two
 runs of the same job, every other field does not."""
@@ -333,9 +349,10 @@ def run(
         if chosen == "fast":
             from lcopt.engine import EngineUnsupported
 
-            longest = max(p["n_tokens"] + (max_new_tokens or p["max_new_tokens"]) for p in todo)
+            answer = max(max_new_tokens or p["max_new_tokens"] for p in todo)
+            longest = max(p["n_tokens"] for p in todo) + answer
             try:
-                runner = FastRunner(model, kv_method, kv_options, longest)
+                runner = FastRunner(model, kv_method, kv_options, longest, answer)
             except EngineUnsupported as exc:
                 if engine == "fast":
                     raise

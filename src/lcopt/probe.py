@@ -1,6 +1,7 @@
 """What a generation costs, measured one way for inference jobs (`lcopt.inference`) and the benchmark
 (`lcopt.decode_benchmark`): the host time of each new token (`TokenClock`), the devices' peak memory and
-its rise over the memory held when the sample began, and the decode energy from NVML (`MemoryProbe`).
+its rise over the memory held when the sample began, apart the prefill's peak and what it leaves, and the
+decode energy from NVML (`MemoryProbe`).
 
 Light on imports (no transformers): `generate` takes the clock as its streamer by duck typing.
 """
@@ -93,6 +94,7 @@ class MemoryProbe:
                 self.nvml = []
                 self.gpus = [{"name": torch.cuda.get_device_properties(d).name, "uuid": None} for d in self.cuda]
         self._rss_thread = None
+        self.prefill: dict = {}  # the prefill's memory readings of the sample in flight (`mark_decode`)
 
     def _energy_mj(self) -> int | None:
         try:
@@ -119,13 +121,26 @@ class MemoryProbe:
         self._rss_thread.start()
 
     def mark_decode(self) -> None:
-        """Called when decoding starts (after the first token): energy is counted from here."""
+        """Called when decoding starts (after the first token): energy is counted from here, and the
+        prefill's memory is read apart: its peak, and what it leaves (the cache after an eviction method
+        has dropped what it does not keep)."""
         self.energy_start = self._energy_mj()
+        if self.cuda:
+            self.prefill = {
+                "prefill_peak_mem_bytes": sum(torch.cuda.max_memory_allocated(d) for d in self.cuda),
+                "mem_after_prefill_bytes": sum(torch.cuda.memory_allocated(d) for d in self.cuda),
+            }
+        else:
+            self.prefill = {
+                "prefill_peak_mem_bytes": self.peak,
+                "mem_after_prefill_bytes": psutil.Process().memory_info().rss,
+            }
 
     def read(self) -> dict:
+        prefill, self.prefill = self.prefill, {}
         if self.cuda:
             peak = sum(torch.cuda.max_memory_allocated(d) for d in self.cuda)
-            out = {"peak_mem_bytes": peak, "peak_mem_above_start_bytes": peak - self.start_bytes}
+            out = {"peak_mem_bytes": peak, "peak_mem_above_start_bytes": peak - self.start_bytes, **prefill}
             out["mem_source"] = f"torch.cuda peak allocated, {len(self.cuda)} device(s)"
             out["gpus"] = self.gpus
             if self.nvml:
@@ -137,6 +152,7 @@ class MemoryProbe:
         return {
             "peak_mem_bytes": self.peak,
             "peak_mem_above_start_bytes": self.peak - self.start_bytes,
+            **prefill,
             "mem_source": "process RSS during the sample (sampled every 1 ms)",
         }
 

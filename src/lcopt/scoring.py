@@ -61,6 +61,8 @@ SYSTEM_METRICS = (
     "tpot_median_s",
     "decode_energy_j_per_token",
     "peak_mem_above_start_bytes",
+    "prefill_peak_mem_bytes",
+    "mem_after_prefill_bytes",
     "roofline_decode_s",
     "roofline_prefill_s",
 )

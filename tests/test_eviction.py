@@ -411,7 +411,7 @@ def test_the_decode_benchmark_reads_an_eviction_budget_from_its_path(demo):
 
     assert decode_benchmark.parse_path("fast:snapkv+kivi4@2048") == ("bf16", "fast", "snapkv+kivi4@2048")
     pattern = schema()["properties"]["benchmark"]["properties"]["paths"]["items"]["pattern"]
-    assert re.match(pattern, "gptq4:fast:pyramidkv+kivi2@8192") and not re.match(pattern, "fast:a+b+c")
+    assert re.match(pattern, "int4:fast:pyramidkv+kivi2@8192") and not re.match(pattern, "fast:a+b+c")
     method, opts = decode_benchmark.cache_options("snapkv+kivi4@2048")
     assert method == "snapkv+kivi4" and opts["snapkv"] == options("snapkv", budget=2048)
     assert decode_benchmark.cache_options("none") == ("none", {})

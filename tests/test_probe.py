@@ -1,5 +1,6 @@
 """One clock and one memory probe for inference jobs and the benchmark (`lcopt.probe`)."""
 
+import mmap
 import time
 
 import pytest
@@ -33,10 +34,13 @@ def test_the_clock_stamps_each_token_as_a_callback_and_as_generates_streamer():
 def test_the_memory_probe_reads_the_processs_peak_on_a_cpu():
     probe = MemoryProbe([torch.device("cpu")])
     probe.start()
-    block = torch.ones(64 * 2**20, dtype=torch.uint8)  # 64 MiB, touched
+    # 64 MiB of fresh pages, touched: an anonymous mapping, not the allocator's (after other tests in the same
+    # process, a torch tensor of that size may reuse pages that are already resident, and RSS does not rise)
+    block = mmap.mmap(-1, 64 * 2**20)
+    block.write(b"\x01" * len(block))
     time.sleep(0.05)
     reading = probe.read()
-    del block
+    block.close()
     assert reading["peak_mem_above_start_bytes"] >= 48 * 2**20
     assert reading["peak_mem_bytes"] >= reading["peak_mem_above_start_bytes"]
     assert probe.decode_energy_j() is None  # no NVML on a CPU

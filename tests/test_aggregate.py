@@ -348,8 +348,10 @@ def test_random_weight_cells_reach_the_system_tables_without_paired_scores(tmp_p
     )
     summaries = []
     for stack in ("baseline", "kivi4"):
+        shared = {"gpu_shared_by": 4} if stack == "kivi4" else {}  # LCOPT_JOBS_PER_GPU=4 ran kivi4's job
         preds = [
-            {"_id": r["_id"], "status": "ok", "prediction": "noise", "init": "random", "tpot_s": 0.004} for r in rows
+            {"_id": r["_id"], "status": "ok", "prediction": "noise", "init": "random", "tpot_s": 0.004} | shared
+            for r in rows
         ]
         write_jsonl_atomic(tmp_path / f"{stack}.jsonl", preds)
         labels = {"model": "m", "stack": stack, "dataset": "pk"}
@@ -364,6 +366,7 @@ def test_random_weight_cells_reach_the_system_tables_without_paired_scores(tmp_p
     assert pl.read_csv(tmp_path / "tables" / "compounding.csv").is_empty()
     text = (tmp_path / "tables" / "summary.md").read_text()
     assert "| m | kivi4 | pk | qa_f1 | — | — | — | — | — | not measured | — | 2 |" in text and "nan" not in text
+    assert "Times of 1 (model, stack) cells were measured with up to 4 jobs sharing one GPU" in text
 
 
 def _score_files(tmp_path):

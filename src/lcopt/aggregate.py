@@ -124,6 +124,7 @@ def long_table(scores: list[ScoreFile]) -> pl.DataFrame:
             "chat_template": s.get("chat_template"),
             "quality_measured": s.get("quality_measured", True),
             "compression_device": s.get("compression_device"),
+            "gpu_shared_by": s.get("gpu_shared_by", 1),
         }
         for name, q in s["quality"].items():
             rows.append(
@@ -165,6 +166,7 @@ def long_table(scores: list[ScoreFile]) -> pl.DataFrame:
         "chat_template": pl.Boolean,
         "quality_measured": pl.Boolean,
         "compression_device": pl.Utf8,
+        "gpu_shared_by": pl.Int64,
         "kind": pl.Utf8,
         "metric": pl.Utf8,
         "value": pl.Float64,
@@ -611,6 +613,14 @@ def markdown(long: pl.DataFrame, pairs: pl.DataFrame | None = None, comp: pl.Dat
             "Peak memory is torch's peak allocation on a GPU and the process's peak RSS on a CPU "
             "(`mem_source` in the predictions).",
         ]
+        shared = long.filter(pl.col("gpu_shared_by") > 1).select("model", "stack", "gpu_shared_by").unique()
+        if not shared.is_empty():
+            k = shared["gpu_shared_by"].max()
+            lines.append(
+                f"Times of {shared.height} (model, stack) cells were measured with up to {k} jobs sharing one GPU "
+                "(`LCOPT_JOBS_PER_GPU`): they are throughput, not latency; compare latency only from runs with "
+                "`gpu_shared_by` 1 (long.csv)."
+            )
     compression = long.filter(
         (pl.col("kind") == "system")
         & pl.col("metric").is_in(["compression_ratio", "model_compression_ratio", "compression_seconds"])

@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from lcopt.gpus import SHARED_BY_ENV
 from lcopt.io import read_jsonl, write_jsonl_atomic, write_text_atomic
 from lcopt.probe import MemoryProbe, TokenClock
 from lcopt.prompts import COMPRESSION_FIELDS, tokenizer_sha256
@@ -381,6 +382,8 @@ def run(
                 "engine": chosen,
                 "init": init,
                 "weight_kernels": kernels,
+                # jobs sharing this GPU (LCOPT_JOBS_PER_GPU): above 1, times are throughput, not latency
+                "gpu_shared_by": int(os.environ.get(SHARED_BY_ENV, "1")),
                 **code,
             }
             try:

@@ -271,6 +271,8 @@ def score_file(
         "metric": task.metric,
         "chat_template": any(p.get("chat_template") for p in predictions),
         "compression_device": ",".join(devices) or None,
+        # most jobs that shared the GPU with a sample (LCOPT_JOBS_PER_GPU): above 1, its times are throughput
+        "gpu_shared_by": max((p.get("gpu_shared_by", 1) for p in predictions), default=1),
         **summarize(scored, predictions, seed, resamples, key, quality_metrics(task)),
     }
     write_jsonl_atomic(samples_out, scored)

@@ -28,18 +28,22 @@ LAYERS, KV_HEADS, Q_HEADS, HEAD_DIM = 32, 8, 32, 128
 
 
 def variants() -> list[tuple[str, dict]]:
-    """(name, fields of `Launch` that differ from the engine's launch)."""
+    """(name, fields of `Launch` that differ from the engine's launch). `v1*`: the previous kernel, as run 8a
+    timed it (`v1-528`: its fastest launch), on the interleaved value layout."""
+    v1 = {"kernel": "v1", "maxnreg": None}
     return [
         ("engine", {}),
-        ("streams1", {"streams": 1}),
-        ("streams2", {"streams": 2}),
-        ("warps8", {"num_warps": 8}),
-        ("stages1", {"num_stages": 1}),
-        ("stages3", {"num_stages": 3}),
-        ("stages4", {"num_stages": 4}),
+        ("v1", v1),
+        ("v1-528", v1 | {"programs": 528}),
         ("programs528", {"programs": 528}),
         ("programs2112", {"programs": 2112}),
-        ("streams2-warps8", {"streams": 2, "num_warps": 8}),
+        ("stages1", {"num_stages": 1}),
+        ("stages3", {"num_stages": 3}),
+        ("warps8", {"num_warps": 8}),
+        ("warps8-528", {"num_warps": 8, "programs": 528}),
+        ("regs96", {"maxnreg": 96}),
+        ("regs168", {"maxnreg": 168}),
+        ("regs-free", {"maxnreg": None}),
         ("shift", {"asm": False}),
     ]
 

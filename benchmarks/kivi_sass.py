@@ -1,15 +1,18 @@
 """KIVI's decode kernel compiled for sm_90 on a host without a GPU: registers, shared memory, spills and
 the SASS of its hot loop, counted per token and KV head.
 
-The host code of `kernels.KIVIAttention` runs as the engine runs it (Llama-3.1-8B's attention, bf16), but
-each Triton launch is compiled for an H100/H200 (`GPUTarget("cuda", 90, 128)`, Triton's own ptxas) with
-the arguments' real specialization (16-byte divisibility, constant 1s) instead of being run. The hot loop
-is the innermost backward branch that executes the most instructions (the branch-free loop over
-quantized tiles); its instructions times the warps, over the tokens an iteration reads, is the kernel's
-static count of warp-instructions per token and KV head (what `docs/benchmarks/kivi_kernel_notes.md`
-tabulates). With `--sass DIR`, writes each variant's SASS there.
+The host code of `kernels.KIVIAttention` runs as the engine runs it (Llama-3.1-8B's attention, bf16, on
+"meta" tensors), but each Triton launch is compiled for an H100/H200 (`GPUTarget("cuda", 90, 128)`,
+Triton's own ptxas) with the arguments' real specialization (16-byte divisibility, constant 1s) instead
+of being run. The hot loop is the first innermost backward branch (the branch-free loop over quantized
+tiles precedes the general path's); its instructions times the warps, over the tokens an iteration
+reads, is the kernel's static count of warp-instructions per token and KV head (what
+`docs/benchmarks/kivi_kernel_notes.md` tabulates). "spills" are the bytes of local memory and stack a thread uses (cuobjdump's LOCAL + STACK);
+"stall cycles" sums the control codes' stall counts over the loop (one warp's issue latency, a lower
+bound on its cycles per iteration when no other warp hides them). With `--sass DIR`, writes each
+variant's SASS there. The variants are `benchmarks/kivi_kernel.py`'s.
 
-  PYTHONPATH=src python benchmarks/kivi_sass.py [--variants v1 v2 ...] [--bits 4 2]
+  PYTHONPATH=src python benchmarks/kivi_sass.py [--variants engine v1 ...] [--bits 4 2] [--opcodes]
 """
 
 from __future__ import annotations
@@ -153,7 +156,7 @@ def analyse(kernel) -> dict:
     body = [(op, stall) for i, op, stall, _ in instructions(sass) if first <= i <= last]
     return {
         "regs": usage["REG"],
-        "spills": usage["LOCAL"],
+        "spills": usage["LOCAL"] + usage.get("STACK", 0),
         "smem": kernel.metadata.shared,
         "loop": len(body),
         "stalls": sum(stall for _, stall in body),
@@ -191,18 +194,16 @@ def compile_variant(bits: int, fields: dict, max_len: int = 131072) -> dict:
 
 
 def main(argv=None) -> None:
-    from lcopt.techniques.kivi import kernels
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bits", type=int, nargs="+", default=[4, 2])
     parser.add_argument("--variants", nargs="+", help="names from benchmarks/kivi_kernel.py's variants()")
     parser.add_argument("--sass", type=Path, help="write each variant's SASS to this folder")
     parser.add_argument("--opcodes", action="store_true", help="print the hot loop's opcode counts")
     args = parser.parse_args(argv)
-    import kivi_kernel
+    import kivi_kernel  # benchmarks/ is this script's folder: its variants are the ones timed
 
-    print("| cache | variant | kernel | regs | spills | smem KB | hot loop instr. (stall cycles) | tokens/iter | warp-instr./token-head "
-          "| by group |")  # fmt: skip
+    print("| cache | variant | kernel | regs | spills | smem KB | hot loop instr. (stall cycles) | tokens/iter "
+          "| warp-instr./token-head | by group |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
     for bits in args.bits:
         for name, fields in kivi_kernel.variants():
@@ -210,7 +211,7 @@ def main(argv=None) -> None:
                 continue
             try:
                 info = compile_variant(bits, fields)
-            except Exception as e:  # noqa: BLE001 (a variant that does not compile is a result)
+            except Exception as e:  # a variant that does not compile is a result
                 print(f"| kivi{bits} | {name} | failed: {type(e).__name__}: {str(e).splitlines()[0][:150]} |")
                 continue
             groups = ", ".join(f"{k} {v}" for k, v in info["by_group"].items())
@@ -222,7 +223,6 @@ def main(argv=None) -> None:
             if args.sass:
                 args.sass.mkdir(parents=True, exist_ok=True)
                 (args.sass / f"kivi{bits}_{name}.sass").write_text(info["sass"])
-    del kernels
 
 
 if __name__ == "__main__":

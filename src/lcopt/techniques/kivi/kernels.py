@@ -50,13 +50,15 @@ class Launch:
     """Launch parameters of the decode kernel: `LAUNCHES` holds the engine's; `benchmarks/kivi_kernel.py`
     times others and prints the fastest as a `Launch(...)` to put there."""
 
-    kernel: str = "v2"  # "v2" (a stream a warp) or "v1" (streams in the rows of one dot)
-    streams: int = 4  # v1: key groups per tile, each attended by its own rows (at most 16 // G rounded up)
-    num_warps: int = 4  # v2: also the streams (a key group a warp per tile)
+    kernel: str = "v2"  # "v2" (streams of warps) or "v1" (streams in the rows of one dot)
+    # key groups a tile, each its own stream: v2 spreads them over the warps (a multiple of num_warps),
+    # v1 over the rows of its dots (at most 16 // G rounded up)
+    streams: int = 4
+    num_warps: int = 2
     num_stages: int = 2
     programs: int = 1056  # (KV head, split) programs per layer: about 8 per SM of an H100/H200
     asm: bool = True  # inline PTX to unpack codes (False: plain Triton ops, as the interpreter runs)
-    maxnreg: int | None = 128  # registers a thread (ptxas's cap; None: its own choice, up to 255)
+    maxnreg: int | None = 168  # registers a thread (ptxas's cap; None: its own choice, up to 255)
 
 
 LAUNCHES = {4: Launch(), 2: Launch()}  # the engine's, by bits
@@ -67,7 +69,7 @@ def tile_tokens(launch: Launch, group: int, group_size: int) -> int:
     """Tokens one iteration of the decode kernel reads (a split is a multiple of it)."""
     if launch.kernel == "v1":
         return rows_and_streams(group, launch.streams)[1] * group_size
-    return launch.num_warps * group_size
+    return launch.streams * group_size
 
 
 def rows_and_streams(group: int, streams: int) -> tuple[int, int]:
@@ -325,17 +327,17 @@ if triton is not None:
             acc0, acc1, acc2, acc3, macc, m_i, l_i = _kivi_tile(
                 n0, end, length, kq, vq, q0, q1, q2, q3, acc0, acc1, acc2, acc3, macc, m_i, l_i, stream, t,
                 KC, VC, KS, KM, VS, VM, KR, VR, h,
-                stride_ch, stride_cn, stride_vch, stride_vcq, stride_ksh, stride_ksg, stride_ksd, stride_vsh, stride_vsg,
-                stride_vsn, stride_krh, stride_krn, stride_vrh, stride_vrn, T, ROWS, D, BITS, GK, GV, R, CW, VI, NG_PAD, CT, IEEE,
-                ASM, True,
+                stride_ch, stride_cn, stride_vch, stride_vcq, stride_ksh, stride_ksg, stride_ksd, stride_vsh,
+                stride_vsg, stride_vsn, stride_krh, stride_krn, stride_vrh, stride_vrn, T, ROWS, D, BITS, GK, GV, R, CW,
+                VI, NG_PAD, CT, IEEE, ASM, True,
             )  # fmt: skip
         for n0 in range(tl.maximum(start, both), end, TILE):
             acc0, acc1, acc2, acc3, macc, m_i, l_i = _kivi_tile(
                 n0, end, length, kq, vq, q0, q1, q2, q3, acc0, acc1, acc2, acc3, macc, m_i, l_i, stream, t,
                 KC, VC, KS, KM, VS, VM, KR, VR, h,
-                stride_ch, stride_cn, stride_vch, stride_vcq, stride_ksh, stride_ksg, stride_ksd, stride_vsh, stride_vsg,
-                stride_vsn, stride_krh, stride_krn, stride_vrh, stride_vrn, T, ROWS, D, BITS, GK, GV, R, CW, VI, NG_PAD, CT, IEEE,
-                ASM, False,
+                stride_ch, stride_cn, stride_vch, stride_vcq, stride_ksh, stride_ksg, stride_ksd, stride_vsh,
+                stride_vsg, stride_vsn, stride_krh, stride_krn, stride_vrh, stride_vrn, T, ROWS, D, BITS, GK, GV, R, CW,
+                VI, NG_PAD, CT, IEEE, ASM, False,
             )  # fmt: skip
         # merge the T streams of each query head: weights relative to their largest running maximum
         m2 = tl.reshape(m_i, (ROWS // T, T))
@@ -368,9 +370,6 @@ if triton is not None:
             f"{sub} $0, $0, magic;", f"{sub} $1, $1, magic;", "}",
         ])  # fmt: skip
 
-    _LOW_HALF = tl.constexpr("{ .reg .b16 t; mov.b32 {$0, t}, $1; }")
-    _HIGH_HALF = tl.constexpr("{ .reg .b16 t; mov.b32 {t, $0}, $1; }")
-
     @triton.jit
     def _mma(a, b, acc, IEEE: tl.constexpr):
         if IEEE:  # float32 models: no tf32 rounding
@@ -379,12 +378,20 @@ if triton is not None:
             return tl.dot(a, b, acc)
 
     @triton.jit
-    def _asm_half(x, asm: tl.constexpr, constraints: tl.constexpr, FP16: tl.constexpr, pack: tl.constexpr):
-        """Pure inline PTX with a half-precision result (fp16 or bf16)."""
+    def _asm_half(x, asm: tl.constexpr, FP16: tl.constexpr):
+        """Pure inline PTX for 4 bytes -> 4 half-precision values (fp16 or bf16)."""
         if FP16:
-            return tl.inline_asm_elementwise(asm, constraints, [x], dtype=tl.float16, is_pure=True, pack=pack)
+            return tl.inline_asm_elementwise(asm, "=r,=r,r", [x], dtype=tl.float16, is_pure=True, pack=4)
         else:
-            return tl.inline_asm_elementwise(asm, constraints, [x], dtype=tl.bfloat16, is_pure=True, pack=pack)
+            return tl.inline_asm_elementwise(asm, "=r,=r,r", [x], dtype=tl.bfloat16, is_pure=True, pack=4)
+
+    @triton.jit
+    def _load(pointers, live, QUANT: tl.constexpr):
+        """A plain load in the quantized tiles (every token is there), masked in the general path."""
+        if QUANT:
+            return tl.load(pointers)
+        else:
+            return tl.load(pointers, mask=live, other=0)
 
     @triton.jit
     def _exact(b, P: tl.constexpr, BITS: tl.constexpr, CT: tl.constexpr, ASM: tl.constexpr, U0: tl.constexpr,
@@ -393,30 +400,17 @@ if triton is not None:
         if not ASM:
             return ((b >> (BITS * P)) & ((1 << BITS) - 1)).to(CT)
         elif P == 0:
-            return _asm_half(b, U0, "=r,=r,r", CT == tl.float16, 4)
+            return _asm_half(b, U0, tl.float16 == CT)
         elif P == 1:
-            return _asm_half(b, U1, "=r,=r,r", CT == tl.float16, 4)
+            return _asm_half(b, U1, tl.float16 == CT)
         elif P == 2:
-            return _asm_half(b, U2, "=r,=r,r", CT == tl.float16, 4)
+            return _asm_half(b, U2, tl.float16 == CT)
         else:
-            return _asm_half(b, U3, "=r,=r,r", CT == tl.float16, 4)
-
-    @triton.jit
-    def _scale_and_min(w, DT: tl.constexpr, CT: tl.constexpr, ASM: tl.constexpr):
-        """The (scale, minimum) pair of dtype DT held in one word (scale in the low half), in CT."""
-        if ASM:  # pure unary inline PTX: Triton hoists the operand layout above it, as above the codes'
-            fp16: tl.constexpr = DT == tl.float16
-            return _asm_half(w, _LOW_HALF, "=h,r", fp16, 1).to(CT), _asm_half(w, _HIGH_HALF, "=h,r", fp16, 1).to(CT)
-        elif DT == tl.float32:
-            return ((w & 0xFFFFFFFF).to(tl.int32).to(tl.float32, bitcast=True).to(CT),
-                    (w >> 32).to(tl.int32).to(tl.float32, bitcast=True).to(CT))  # fmt: skip
-        else:
-            return ((w & 0xFFFF).to(tl.int16).to(DT, bitcast=True).to(CT),
-                    (w >> 16).to(tl.int16).to(DT, bitcast=True).to(CT))  # fmt: skip
+            return _asm_half(b, U3, tl.float16 == CT)
 
     @triton.jit
     def _v2_chunk(
-        acc, J: tl.constexpr, vb, p16, alpha, tok, vq, length, VSM, VR, h,
+        acc, J: tl.constexpr, vb, p16, alpha, tok, vq, length, VS, VM, VR, h,
         stride_vsh, stride_vsg, stride_vrh, stride_vrn,
         D: tl.constexpr, BITS: tl.constexpr, GV: tl.constexpr, R: tl.constexpr, CW: tl.constexpr,
         CT: tl.constexpr, IEEE: tl.constexpr, ASM: tl.constexpr, QUANT: tl.constexpr,
@@ -425,8 +419,10 @@ if triton is not None:
         """Channels [J * CW, (J + 1) * CW) of every stream's values of a tile (bytes `vb` [W, CW, GK]) into
         their accumulator [W, CW, HP]: dequantized with their tokens' scales, times p."""
         NBB: tl.constexpr = D * BITS // 8 // CW
-        words = tl.load(VSM + h * stride_vsh + (J * CW // GV) * stride_vsg + tok[:, None, :])  # [W, 1, GK]
-        scale, minimum = _scale_and_min(words, VR.dtype.element_ty, CT, ASM)
+        stats = h * stride_vsh + (J * CW // GV) * stride_vsg + tok[:, None, :]  # [W, 1, GK]
+        live = (tok < length)[:, None, :]
+        scale = _load(VS + stats, live, QUANT).to(CT)
+        minimum = _load(VM + stats, live, QUANT).to(CT)
         v = _exact(vb, J // NBB, BITS, CT, ASM, U0, U1, U2, U3) * scale + minimum  # [W, CW, GK]
         if not QUANT:  # dequantized below vq, the exact window from vq on
             window = (tok >= vq) & (tok < length)
@@ -438,8 +434,8 @@ if triton is not None:
 
     @triton.jit
     def _v2_tile(
-        n0, end, length, kq, vq, q0, q1, q2, q3, acc0, acc1, acc2, acc3, m_i, l_i,
-        KC, VC, KSM, VSM, KR, VR, h,
+        n0, end, length, kq, vq, qk_scale, q0, q1, q2, q3, acc0, acc1, acc2, acc3, m_i, l_i,
+        KC, VC, KS, KM, VS, VM, KR, VR, h,
         stride_kch, stride_kcn, stride_vch, stride_vcq, stride_ksh, stride_ksg, stride_vsh, stride_vsg,
         stride_krh, stride_krn, stride_vrh, stride_vrn,
         W: tl.constexpr, HP: tl.constexpr, D: tl.constexpr, BITS: tl.constexpr, GK: tl.constexpr,
@@ -449,55 +445,60 @@ if triton is not None:
     ):  # fmt: skip
         """W streams of GK tokens from n0 (stream w: tokens n0 + w * GK + t, one key group): scores, each
         stream's online softmax, the values. QUANT: every key and value of the tile is quantized."""
-        PB: tl.constexpr = 8 // BITS
-        DB: tl.constexpr = D // PB
-        NBB: tl.constexpr = DB // CW
+        NBB: tl.constexpr = D * BITS // 8 // CW
         NCH: tl.constexpr = D // CW
         offs_w = tl.arange(0, W)
-        offs_b = tl.arange(0, DB)
+        offs_c = tl.arange(0, CW)
         tok = n0 + offs_w[:, None] * GK + tl.arange(0, GK)[None, :]  # [W, GK]
-        kb = tl.load(KC + h * stride_kch + tok[:, :, None] * stride_kcn + offs_b[None, None, :])  # [W, GK, DB]
+        # keys chunk by chunk, as the values: chunk J is channels [J * CW, (J + 1) * CW), bit plane J // NBB
+        # of byte columns [(J % NBB) * CW, +CW)
+        live = tok < length  # the general path reads nothing past the sequence (nor past the cache)
+        kcol = KC + h * stride_kch + tok[:, :, None] * stride_kcn
+        kb0 = _load(kcol + offs_c[None, None, :], live[:, :, None], QUANT)  # [W, GK, CW]
+        kb1 = kb0
+        if NBB == 2:
+            kb1 = _load(kcol + (CW + offs_c)[None, None, :], live[:, :, None], QUANT)
         group = h * stride_ksh + (n0 // GK + offs_w)[:, None, None] * stride_ksg  # each stream's key group
+        group_live = (n0 + offs_w * GK < length)[:, None, None]
         scores = tl.zeros([W, GK, HP], tl.float32)
-        for P in tl.static_range(PB):
-            channels = P * DB + offs_b[None, None, :]
-            codes = _exact(kb, P, BITS, CT, ASM, U0, U1, U2, U3)
-            scale, minimum = _scale_and_min(tl.load(KSM + group + channels), KR.dtype.element_ty, CT, ASM)
-            k = codes * scale + minimum  # [W, GK, DB]
+        for J in tl.static_range(NCH):
+            channels = J * CW + offs_c[None, None, :]
+            codes = _exact(_pick(J % NBB, kb0, kb1, kb1, kb1), J // NBB, BITS, CT, ASM, U0, U1, U2, U3)
+            scale = _load(KS + group + channels, group_live, QUANT).to(CT)
+            k = codes * scale + _load(KM + group + channels, group_live, QUANT).to(CT)
             if not QUANT:  # keys from kq on (whole groups: kq is a multiple of GK) are the exact window
                 window = (tok >= kq) & (tok < length)
                 exact = tl.load(KR + h * stride_krh + (tok % R)[:, :, None] * stride_krn + channels,
                                 mask=window[:, :, None], other=0.0).to(CT)  # fmt: skip
                 k = tl.where((tok >= kq)[:, :, None], exact, k)
-            scores = _mma(k, _pick(P, q0, q1, q2, q3), scores, IEEE)
-        if QUANT:
-            m_new = tl.maximum(m_i, tl.max(scores, 1))
-            p = tl.exp2(scores - m_new[:, None, :])
+            scores = _mma(k, _pick(J, q0, q1, q2, q3), scores, IEEE)
+        if QUANT:  # base-2 softmax of scores * qk_scale (> 0: the maximum commutes with the scale)
+            m_new = tl.maximum(m_i, tl.max(scores, 1) * qk_scale)
+            p = tl.exp2(scores * qk_scale - m_new[:, None, :])
             alpha = tl.exp2(m_i - m_new)
         else:
             scores = tl.where((tok < end)[:, :, None], scores, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(scores, 1))
+            m_new = tl.maximum(m_i, tl.max(scores, 1) * qk_scale)
             m_use = tl.where(m_new > float("-inf"), m_new, 0.0)  # a stream with nothing yet: no NaN
-            p = tl.exp2(scores - m_use[:, None, :])
+            p = tl.exp2(scores * qk_scale - m_use[:, None, :])
             alpha = tl.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
         p16 = p.to(CT)
         vrow = VC + h * stride_vch + (tok // VI)[:, None, :] * stride_vcq + (tok % VI)[:, None, :]  # [W, 1, GK]
-        offs_c = tl.arange(0, CW)
-        vb0 = tl.load(vrow + offs_c[None, :, None] * VI)  # byte columns [0, CW): [W, CW, GK]
+        vb0 = _load(vrow + offs_c[None, :, None] * VI, live[:, None, :], QUANT)  # byte columns [0, CW): [W, CW, GK]
         vb1 = vb0
         if NBB == 2:
-            vb1 = tl.load(vrow + (CW + offs_c)[None, :, None] * VI)
-        acc0 = _v2_chunk(acc0, 0, vb0, p16, alpha, tok, vq, length, VSM, VR, h, stride_vsh, stride_vsg, stride_vrh,
+            vb1 = _load(vrow + (CW + offs_c)[None, :, None] * VI, live[:, None, :], QUANT)
+        acc0 = _v2_chunk(acc0, 0, vb0, p16, alpha, tok, vq, length, VS, VM, VR, h, stride_vsh, stride_vsg, stride_vrh,
                          stride_vrn, D, BITS, GV, R, CW, CT, IEEE, ASM, QUANT, U0, U1, U2, U3)  # fmt: skip
-        acc1 = _v2_chunk(acc1, 1, _pick(1 % NBB, vb0, vb1, vb1, vb1), p16, alpha, tok, vq, length, VSM, VR, h,
+        acc1 = _v2_chunk(acc1, 1, _pick(1 % NBB, vb0, vb1, vb1, vb1), p16, alpha, tok, vq, length, VS, VM, VR, h,
                          stride_vsh, stride_vsg, stride_vrh, stride_vrn, D, BITS, GV, R, CW, CT, IEEE, ASM, QUANT,
                          U0, U1, U2, U3)  # fmt: skip
         if NCH == 4:
-            acc2 = _v2_chunk(acc2, 2, vb0, p16, alpha, tok, vq, length, VSM, VR, h, stride_vsh, stride_vsg,
+            acc2 = _v2_chunk(acc2, 2, vb0, p16, alpha, tok, vq, length, VS, VM, VR, h, stride_vsh, stride_vsg,
                              stride_vrh, stride_vrn, D, BITS, GV, R, CW, CT, IEEE, ASM, QUANT,
                              U0, U1, U2, U3)  # fmt: skip
-            acc3 = _v2_chunk(acc3, 3, _pick(3 % NBB, vb0, vb1, vb1, vb1), p16, alpha, tok, vq, length, VSM, VR, h,
+            acc3 = _v2_chunk(acc3, 3, _pick(3 % NBB, vb0, vb1, vb1, vb1), p16, alpha, tok, vq, length, VS, VM, VR, h,
                              stride_vsh, stride_vsg, stride_vrh, stride_vrn, D, BITS, GV, R, CW, CT, IEEE, ASM, QUANT,
                              U0, U1, U2, U3)  # fmt: skip
         return acc0, acc1, acc2, acc3, m_new, l_i
@@ -512,8 +513,17 @@ if triton is not None:
                  out, mask=(heads < G)[None, :])  # fmt: skip
 
     @triton.jit
+    def _q_chunk(Q, J: tl.constexpr, h, heads, stride_qh, G: tl.constexpr, W: tl.constexpr, HP: tl.constexpr,
+                 CW: tl.constexpr, CT: tl.constexpr):  # fmt: skip
+        """The query heads of KV head h, channels [J * CW, (J + 1) * CW), as the operand [W, CW, HP] of every
+        stream's score dot (heads past G are zero; the softmax scale multiplies the scores)."""
+        q = tl.load(Q + (h * G + heads)[None, :] * stride_qh + (J * CW + tl.arange(0, CW))[:, None],
+                    mask=(heads < G)[None, :], other=0.0)  # fmt: skip
+        return tl.broadcast_to(q.to(CT)[None, :, :], (W, CW, HP))
+
+    @triton.jit
     def _v2_partial(
-        Q, KC, VC, KSM, VSM, KR, VR, LEN, OUT, LSE,
+        Q, KC, VC, KS, KM, VS, VM, KR, VR, LEN, OUT, LSE,
         stride_qh, stride_kch, stride_kcn, stride_vch, stride_vcq, stride_ksh, stride_ksg, stride_vsh, stride_vsg,
         stride_krh, stride_krn, stride_vrh, stride_vrn, stride_oh, stride_os,
         qk_scale, SPLIT,
@@ -526,8 +536,7 @@ if triton is not None:
         query head and its log-sum-exp (natural). SPLIT is not a constant: one kernel serves every length."""
         h = tl.program_id(0)
         s = tl.program_id(1)
-        PB: tl.constexpr = 8 // BITS
-        DB: tl.constexpr = D // PB
+        NCH: tl.constexpr = D // CW
         TILE: tl.constexpr = W * GK
         length = tl.load(LEN).to(tl.int32)
         start = s * SPLIT
@@ -536,21 +545,13 @@ if triton is not None:
         vq = tl.maximum(length - 1 - R, 0)  # values below are quantized (vq < kq, or both 0)
         both = tl.minimum((vq // TILE) * TILE, end)
         heads = tl.arange(0, HP)
-        qrow = Q + (h * G + heads)[None, :] * stride_qh + tl.arange(0, DB)[:, None]  # [DB, HP]: q^T of a plane
-        qmask = (heads < G)[None, :]
-        q0 = tl.broadcast_to(((tl.load(qrow, mask=qmask, other=0.0).to(tl.float32) * qk_scale).to(CT))[None, :, :],
-                             (W, DB, HP))  # fmt: skip
-        q1 = tl.broadcast_to(((tl.load(qrow + DB, mask=qmask, other=0.0).to(tl.float32) * qk_scale).to(CT))[None],
-                             (W, DB, HP))  # fmt: skip
+        q0 = _q_chunk(Q, 0, h, heads, stride_qh, G, W, HP, CW, CT)  # q^T of channels [0, CW)
+        q1 = _q_chunk(Q, 1, h, heads, stride_qh, G, W, HP, CW, CT)
         q2 = q0
         q3 = q0
-        if PB == 4:
-            q2 = tl.broadcast_to(
-                ((tl.load(qrow + 2 * DB, mask=qmask, other=0.0).to(tl.float32) * qk_scale).to(CT))[None], (W, DB, HP)
-            )
-            q3 = tl.broadcast_to(
-                ((tl.load(qrow + 3 * DB, mask=qmask, other=0.0).to(tl.float32) * qk_scale).to(CT))[None], (W, DB, HP)
-            )
+        if NCH == 4:
+            q2 = _q_chunk(Q, 2, h, heads, stride_qh, G, W, HP, CW, CT)
+            q3 = _q_chunk(Q, 3, h, heads, stride_qh, G, W, HP, CW, CT)
         acc0 = tl.zeros([W, CW, HP], tl.float32)
         acc1 = tl.zeros([W, CW, HP], tl.float32)
         acc2 = tl.zeros([W, CW, HP], tl.float32)
@@ -559,16 +560,16 @@ if triton is not None:
         l_i = tl.zeros([W, HP], tl.float32)
         for n0 in range(start, both, TILE):
             acc0, acc1, acc2, acc3, m_i, l_i = _v2_tile(
-                n0, end, length, kq, vq, q0, q1, q2, q3, acc0, acc1, acc2, acc3, m_i, l_i,
-                KC, VC, KSM, VSM, KR, VR, h,
+                n0, end, length, kq, vq, qk_scale, q0, q1, q2, q3, acc0, acc1, acc2, acc3, m_i, l_i,
+                KC, VC, KS, KM, VS, VM, KR, VR, h,
                 stride_kch, stride_kcn, stride_vch, stride_vcq, stride_ksh, stride_ksg, stride_vsh, stride_vsg,
                 stride_krh, stride_krn, stride_vrh, stride_vrn,
                 W, HP, D, BITS, GK, GV, R, CW, VI, CT, IEEE, ASM, True, U0, U1, U2, U3,
             )  # fmt: skip
-        for n0 in range(tl.maximum(start, both), end, TILE):
+        for n0 in tl.range(tl.maximum(start, both), end, TILE, num_stages=1):  # at most ~2R tokens: not pipelined
             acc0, acc1, acc2, acc3, m_i, l_i = _v2_tile(
-                n0, end, length, kq, vq, q0, q1, q2, q3, acc0, acc1, acc2, acc3, m_i, l_i,
-                KC, VC, KSM, VSM, KR, VR, h,
+                n0, end, length, kq, vq, qk_scale, q0, q1, q2, q3, acc0, acc1, acc2, acc3, m_i, l_i,
+                KC, VC, KS, KM, VS, VM, KR, VR, h,
                 stride_kch, stride_kcn, stride_vch, stride_vcq, stride_ksh, stride_ksg, stride_vsh, stride_vsg,
                 stride_krh, stride_krn, stride_vrh, stride_vrn,
                 W, HP, D, BITS, GK, GV, R, CW, VI, CT, IEEE, ASM, False, U0, U1, U2, U3,
@@ -654,7 +655,8 @@ class KIVIAttention(DecodeAttention):
     """The split buffers (`DecodeAttention`'s) and launch parameters of KIVI's decode kernel for one cache."""
 
     def __init__(self, q_heads: int, kv_heads: int, head_dim: int, max_len: int, device, dtype, *, bits: int,
-                 group_size: int, value_group: int, residual: int, launch: Launch, gpu: bool | None = None):  # fmt: skip
+                 group_size: int, value_group: int, residual: int, launch: Launch,
+                 gpu: bool | None = None):  # fmt: skip
         """`gpu`: compile for a GPU (inline PTX, half-precision arithmetic); default: whether `device` is one
         (`benchmarks/kivi_sass.py` compiles for one on a host without)."""
         gpu = torch.device(device).type == "cuda" if gpu is None else gpu
@@ -687,7 +689,7 @@ class KIVIAttention(DecodeAttention):
             self.kernel = _v2_partial
             unpack = [_exact_asm(ct, bits, p) if p < 8 // bits else "" for p in range(4)]
             self.kivi_launch = common | {
-                "W": launch.num_warps, "HP": max(8, triton.next_power_of_2(group)), "CT": ct,
+                "W": launch.streams, "HP": max(8, triton.next_power_of_2(group)), "CT": ct,
                 "U0": unpack[0], "U1": unpack[1], "U2": unpack[2], "U3": unpack[3],
             }  # fmt: skip
         self.options = {"num_warps": launch.num_warps, "num_stages": launch.num_stages}
@@ -701,11 +703,10 @@ class KIVIAttention(DecodeAttention):
         windows -> [Hq, D]."""
         grid = (self.kv_heads, self.nsplit)
         if self.kernel is _v2_partial:
-            kwords, vwords = _pair_words(ks), _pair_words(vs)
             self.kernel[grid](
-                q, kc, vc, kwords, vwords, kr, vr, length, self.partial, self.lse,
-                q.stride(0), kc.stride(0), kc.stride(1), vc.stride(0), vc.stride(1), kwords.stride(0), kwords.stride(1),
-                vwords.stride(0), vwords.stride(1), kr.stride(0), kr.stride(1), vr.stride(0), vr.stride(1),
+                q, kc, vc, ks, km, vs, vm, kr, vr, length, self.partial, self.lse,
+                q.stride(0), kc.stride(0), kc.stride(1), vc.stride(0), vc.stride(1), ks.stride(0), ks.stride(1),
+                vs.stride(0), vs.stride(1), kr.stride(0), kr.stride(1), vr.stride(0), vr.stride(1),
                 self.partial.stride(0), self.partial.stride(1), self.qk_scale, self.split, **self.kivi_launch,
                 **self.options,
             )  # fmt: skip
@@ -713,20 +714,12 @@ class KIVIAttention(DecodeAttention):
             self.kernel[grid](
                 q, kc, vc, ks, km, vs, vm, kr, vr, length, self.partial, self.lse,
                 q.stride(0), kc.stride(0), kc.stride(1), vc.stride(0), vc.stride(1), ks.stride(0), ks.stride(1),
-                ks.stride(2), vs.stride(0), vs.stride(1), vs.stride(2), kr.stride(0), kr.stride(1), vr.stride(0), vr.stride(1),
+                ks.stride(2), vs.stride(0), vs.stride(1), vs.stride(2), kr.stride(0), kr.stride(1), vr.stride(0),
+                vr.stride(1),
                 self.partial.stride(0), self.partial.stride(1), self.qk_scale, self.split, **self.kivi_launch,
                 **self.options,
             )  # fmt: skip
         return self._combine(q)
-
-
-def _pair_words(scale: torch.Tensor) -> torch.Tensor:
-    """The (scale, minimum) pairs behind a view of their scales (last stride 2) as one integer word each
-    (scale's shape, int32 for half precision, int64 for float32)."""
-    pairs = scale.as_strided((*scale.shape, 2), (*scale.stride(), 1))
-    if pairs.stride(-2) != 2:
-        raise ValueError("scales must be the first of (scale, minimum) pairs")
-    return pairs.view({2: torch.int32, 4: torch.int64}[scale.element_size()])[..., 0]
 
 
 def append(key, value, index, kc, ks, km, vc, vs, vm, kr, vr, bits: int, group_size: int, value_group: int,

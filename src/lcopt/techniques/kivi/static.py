@@ -52,30 +52,13 @@ class KIVIStaticCache(StaticCache):
         self.k_codes = torch.zeros(L, H, S, D * bits // 8, dtype=torch.uint8, **kw)
         # values' codes by runs of VI tokens: byte j of token n at [n // VI, j, n % VI]
         self.v_codes = torch.zeros(L, H, S // VI, D * bits // 8, VI, dtype=torch.uint8, **kw)
-        # (scale, minimum) pairs, one word each for the kernel: keys' by group of tokens, then channel;
-        # values' by group of channels, then token
-        self.k_stats = torch.zeros(L, H, S // group_size, D, 2, dtype=self.dtype, **kw)
-        self.v_stats = torch.zeros(L, H, D // self.value_group, S, 2, dtype=self.dtype, **kw)
+        self.k_scale = torch.zeros(L, H, S // group_size, D, dtype=self.dtype, **kw)
+        self.k_min = torch.zeros(L, H, S // group_size, D, dtype=self.dtype, **kw)
+        # values' scales and minimums by group of channels, then token: a tile's are contiguous
+        self.v_scale = torch.zeros(L, H, D // self.value_group, S, dtype=self.dtype, **kw)
+        self.v_min = torch.zeros(L, H, D // self.value_group, S, dtype=self.dtype, **kw)
         self.k_window = torch.zeros(L, H, R, D, dtype=self.dtype, **kw)
         self.v_window = torch.zeros(L, H, R + 1, D, dtype=self.dtype, **kw)
-
-    @property
-    def k_scale(self) -> torch.Tensor:
-        """Keys' scales [L, H, S / GK, D] (a view of `k_stats`)."""
-        return self.k_stats[..., 0]
-
-    @property
-    def k_min(self) -> torch.Tensor:
-        return self.k_stats[..., 1]
-
-    @property
-    def v_scale(self) -> torch.Tensor:
-        """Values' scales [L, H, D / GV, S] (a view of `v_stats`)."""
-        return self.v_stats[..., 0]
-
-    @property
-    def v_min(self) -> torch.Tensor:
-        return self.v_stats[..., 1]
 
     def _value_codes(self, layer: int, positions: torch.Tensor) -> torch.Tensor:
         """The packed value codes of `positions` [n] as [H, n, DB] (a copy)."""

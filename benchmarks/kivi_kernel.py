@@ -167,7 +167,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=int, nargs="+", default=[32768, 131072])
     parser.add_argument("--bits", type=int, nargs="+", default=[4, 2])
-    parser.add_argument("--budget-s", type=float, default=120.0, help="start no variant after this many seconds")
+    parser.add_argument("--budget-s", type=float, default=170.0, help="start no variant after this many seconds")
     parser.add_argument("--variants", nargs="+", help=f"only these ({', '.join(n for n, _ in variants())})")
     parser.add_argument("--device", default="cuda", help="cpu: a smoke run in Triton's interpreter (no timing)")
     parser.add_argument("--out", required=True)

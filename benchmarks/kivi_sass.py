@@ -7,10 +7,10 @@ Triton's own ptxas) with the arguments' real specialization (16-byte divisibilit
 of being run. The hot loop is the first innermost backward branch (the branch-free loop over quantized
 tiles precedes the general path's); its instructions times the warps, over the tokens an iteration
 reads, is the kernel's static count of warp-instructions per token and KV head (what
-`docs/benchmarks/kivi_kernel_notes.md` tabulates). "spills" are the bytes of local memory and stack a thread uses (cuobjdump's LOCAL + STACK);
-"stall cycles" sums the control codes' stall counts over the loop (one warp's issue latency, a lower
-bound on its cycles per iteration when no other warp hides them). With `--sass DIR`, writes each
-variant's SASS there. The variants are `benchmarks/kivi_kernel.py`'s.
+`docs/benchmarks/kivi_kernel_notes.md` tabulates). "spills" are the bytes of local memory and stack a
+thread uses (cuobjdump's LOCAL + STACK); "stall cycles" sums the control codes' stall counts over the
+loop (one warp's issue latency, a lower bound on its cycles per iteration when no other warp hides
+them). With `--sass DIR`, writes each variant's SASS there. The variants are `benchmarks/kivi_kernel.py`'s.
 
   PYTHONPATH=src python benchmarks/kivi_sass.py [--variants engine v1 ...] [--bits 4 2] [--opcodes]
 """

@@ -7,26 +7,28 @@ D * bits / 8 bytes a token; plane p = channels [p * DB, (p + 1) * DB)). Keys: co
 scale and minimum per channel over groups of `group_size` (GK) tokens, [S / GK, D]. Values: codes
 interleaved by `VALUE_INTERLEAVE` (VI) tokens, [S / VI, DB, VI] (the VI tokens of one byte column are
 contiguous: a tensor-core operand with tokens along K reads 4 of them as one word); scale and minimum
-per token over groups of GV channels, stored as (scale, minimum) pairs by group, [D / GV, S, 2] (one
-32-bit word a token and group in a half-precision cache). The newest keys and values sit in
+per token over groups of GV channels, stored by group, [D / GV, S]. The newest keys and values sit in
 full-precision windows: keys at positions >= ((len - 1) // R) * R in slot pos % R, values at positions
 >= max(len - 1 - R, 0) in slot pos % (R + 1) (KIVI's official order: a step attends before it
 quantizes, `reference.py`).
 
 The decode attention is flash-decoding: a program per (KV head, split of the sequence), then
 `decode_attention._decode_combine` merges the splits. Two kernels (`Launch.kernel`):
-- `v2` (the engine's): every warp is its own stream over one key group of GK tokens per tile, with its
-  own running softmax, merged at the end of the program. Tokens are the M dimension of the score dot
-  (scores^T = K . q^T, the G query heads padded to 8 as N) and the K dimension of the value dot
-  (out^T = V^T . p), so a token costs 8 softmax values, not 16 rows. Codes become exact integers in
-  the cache's dtype by bit tricks in inline PTX on 4 bytes at once (`prmt` spreads two bytes over a
-  register's halves, `shr` brings a plane down, `lop3` keeps its bits and ORs the exponent of 128
-  (bf16) or 1024 (fp16), `sub` takes that away), then the dequantization is one packed fma a pair
-  (c * scale + minimum) on the tensor-core operand in registers: keys with their group's channel
-  scales, values with their tokens' scales. No scale is folded into the query or the probabilities,
-  so both dots reuse one operand (q for every tile, p for the 4 value chunks) and no layout conversion
-  but p's one passes through shared memory. With `asm=False` (Triton's interpreter, which cannot run
-  inline PTX) plain shifts, masks and conversions give the same values.
+- `v2` (the engine's): a tile is `streams` key groups of GK tokens, each its own stream with its own
+  running softmax (merged at the end of the program), spread over the warps (two a warp by default).
+  Tokens are the M dimension of the score dot (scores^T = K . q^T, the G query heads padded to 8 as N)
+  and the K dimension of the value dot (out^T = V^T . p), so a token costs 8 softmax values, not 16
+  rows. Codes become exact integers in the cache's dtype by bit tricks in inline PTX on 4 bytes at once
+  (`prmt` spreads two bytes over a register's halves, `shr` brings a plane down, `lop3` keeps its bits
+  and ORs the exponent of 128 (bf16) or 1024 (fp16), `sub` takes that away), then the dequantization
+  is one packed fma a pair (c * scale + minimum) on the tensor-core operand in registers: keys with
+  their group's channel scales, values with their tokens' scales. No scale is folded into the query or
+  the probabilities, so both dots reuse one operand (q for every tile, p for the value chunks) and p's
+  is the only layout conversion through shared memory. Scales and minimums are loaded by cp.async
+  (pipelined) straight into the operand layout: that takes 4 bytes a thread, i.e. two streams a warp.
+  With `asm=False` (Triton's interpreter, which cannot run inline PTX) plain shifts, masks and
+  conversions give the same codes; the interpreter also computes a bf16 cache in float32 (its bf16
+  arithmetic is wrong). `docs/benchmarks/kivi_kernel_notes.md` has the versions and their counts.
 - `v1` (the previous kernel, kept to time against): the query heads fill the rows of a dot with T
   key groups as streams in the rows, key scales folded into the query, value scales into the
   probabilities, codes as f * code in fp16.

@@ -58,7 +58,9 @@ class Launch:
     streams: int = 4
     num_warps: int = 2
     num_stages: int = 2
-    programs: int = 1056  # (KV head, split) programs per layer: about 8 per SM of an H100/H200
+    # (KV head, split) programs per layer: one wave of CTAs on the 132 SMs of an H100/H200 (6 CTAs of 2
+    # warps an SM at 168 registers a thread)
+    programs: int = 792
     asm: bool = True  # inline PTX to unpack codes (False: plain Triton ops, as the interpreter runs)
     maxnreg: int | None = 168  # registers a thread (ptxas's cap; None: its own choice, up to 255)
 

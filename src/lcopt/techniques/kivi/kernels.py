@@ -666,8 +666,12 @@ class KIVIAttention(DecodeAttention):
         gpu = torch.device(device).type == "cuda" if gpu is None else gpu
         if launch.kernel not in ("v1", "v2"):
             raise ValueError(f"Launch.kernel {launch.kernel!r}: the kernels are 'v1' and 'v2'")
-        if dtype == torch.float32 and launch.kernel == "v1":  # IEEE dots on CUDA cores: v1 spilled with 4 streams
+        # float32 models (the cross-checks): IEEE dots on CUDA cores need many registers (v1 spilled 36 KB a
+        # thread with 4 streams; v2 spills ~3 KB with a stream a warp, its float32 scales need no pairs)
+        if dtype == torch.float32 and launch.kernel == "v1":
             launch = dataclasses.replace(launch, streams=1, num_warps=8, num_stages=1)
+        elif dtype == torch.float32:
+            launch = dataclasses.replace(launch, num_warps=launch.streams, num_stages=1, maxnreg=None)
         group = q_heads // kv_heads
         tile = tile_tokens(launch, group, group_size)
         super().__init__(q_heads, kv_heads, head_dim, max_len, device, dtype, tile, launch.programs)

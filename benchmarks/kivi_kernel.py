@@ -38,13 +38,10 @@ def variants() -> list[tuple[str, dict]]:
         ("v1-528", v1 | {"programs": 528}),
         ("programs528", {"programs": 528}),
         ("programs1056", {"programs": 1056}),
-        ("programs1584", {"programs": 1584}),
-        ("stages1", {"num_stages": 1}),
         ("stages3", {"num_stages": 3}),
         ("regs128-1056", {"maxnreg": 128, "programs": 1056}),  # 8 CTAs an SM: one wave at 1056
         ("regs-free-528", {"maxnreg": None, "programs": 528}),  # 4 CTAs an SM: one wave at 528
         ("warps4-streams8", {"num_warps": 4, "streams": 8, "programs": 396}),
-        ("warps4-streams4", {"num_warps": 4, "maxnreg": 128, "programs": 528}),
         ("shift", {"asm": False}),
     ]
 

@@ -138,6 +138,22 @@ def test_fused_kernels_equal_the_torch_path(kind):
                 assert (got - expected).norm() / expected.norm() < 1e-5, (layer, length)
 
 
+def kivi_kernel_error(head_dim, bits, group, length, residual_length, dtype, launch) -> float:
+    """The decode kernel (its interpreter path: plain shifts instead of inline PTX, the same math) against
+    `attend_reference` over the float32 values its codes stand for: relative L2 error."""
+    g = torch.Generator().manual_seed(length)
+    kw = {"layers": 1, "kv_heads": 2, "head_dim": head_dim, "max_len": length + 8, "q_heads": 2 * group,
+          "device": "cpu", "dtype": dtype}  # fmt: skip
+    cache = KIVIStaticCache(**kw, fused=True, bits=bits, group_size=32, residual_length=residual_length, launch=launch)
+    assert cache.fused and (cache.attention.nsplit > 1 or length < 64)
+    keys = (torch.randn(2, length, head_dim, generator=g) * 2).to(dtype)
+    cache.prefill(0, keys, torch.randn(2, length, head_dim, generator=g).to(dtype))
+    q = torch.randn(2 * group, head_dim, generator=g).to(dtype)
+    got = cache.attend(0, q, torch.tensor([length], dtype=torch.int32)).float()
+    exact = decode_attention.attend_reference(q.float(), *cache.read(0, length, torch.float32))
+    return ((got - exact).norm() / exact.norm()).item()
+
+
 @needs_triton
 @pytest.mark.parametrize(
     ("head_dim", "bits", "group", "length", "residual_length", "streams"),
@@ -146,8 +162,8 @@ def test_fused_kernels_equal_the_torch_path(kind):
         (128, 2, 4, 257, 128, 4),  # one past two key blocks: R exact keys, R + 1 exact values
         (64, 4, 1, 200, 32, 4),  # multi-head attention (SmolLM2-like head size)
         (64, 2, 3, 170, 32, 2),  # SmolLM2's groups of 3 query heads, chunks of 16 channels
-        (128, 4, 8, 129, 128, 4),  # groups of 8: two streams
-        (64, 4, 4, 33, 32, 1),  # one stream; the value window just past R
+        (128, 4, 8, 129, 128, 4),  # groups of 8
+        (64, 4, 4, 33, 32, 2),  # two streams; the value window just past R
         (128, 2, 4, 1, 128, 4),  # a single token
     ],
 )
@@ -155,20 +171,19 @@ def test_fused_kernels_equal_the_torch_path(kind):
 def test_fused_kivi_attention_equals_attention_on_the_dequantized_cache(
     head_dim, bits, group, length, residual_length, streams, dtype
 ):
-    """The decode kernel (its interpreter path: plain shifts instead of inline PTX, the same math) against
-    `attend_reference` over the float32 values its codes stand for. float32 models multiply in float32
-    (measured errors 3e-7 to 9e-7); half models in fp16 with a bf16 output (3e-3 to 4e-3, the torch
-    path's own bf16 dequantization errs 3e-3 to 6e-3)."""
-    g = torch.Generator().manual_seed(length)
-    kw = {"layers": 1, "kv_heads": 2, "head_dim": head_dim, "max_len": length + 8, "q_heads": 2 * group,
-          "device": "cpu", "dtype": dtype}  # fmt: skip
-    cache = KIVIStaticCache(**kw, fused=True, bits=bits, group_size=32, residual_length=residual_length,
-                            launch=Launch(streams=streams, programs=8))  # fmt: skip
-    assert cache.fused and (cache.attention.nsplit > 1 or length < 64)
-    keys = (torch.randn(2, length, head_dim, generator=g) * 2).to(dtype)
-    cache.prefill(0, keys, torch.randn(2, length, head_dim, generator=g).to(dtype))
-    q = torch.randn(2 * group, head_dim, generator=g).to(dtype)
-    got = cache.attend(0, q, torch.tensor([length], dtype=torch.int32)).float()
-    exact = decode_attention.attend_reference(q.float(), *cache.read(0, length, torch.float32))
-    error = ((got - exact).norm() / exact.norm()).item()
+    """The engine's kernel (v2). float32 models multiply in float32 (measured errors 5e-7 to 9e-7); a bf16
+    model's kernel dequantizes and multiplies in bf16 on a GPU, in float32 in Triton's interpreter (which
+    gets bf16 arithmetic wrong), with a bf16 output (3e-3; the torch path's own bf16 dequantization errs
+    3e-3 to 6e-3)."""
+    error = kivi_kernel_error(head_dim, bits, group, length, residual_length, dtype,
+                              Launch(streams=streams, programs=8))  # fmt: skip
     assert error < (2e-6 if dtype == torch.float32 else 6e-3), error
+
+
+@needs_triton
+@pytest.mark.parametrize(("head_dim", "bits", "group", "length"), [(128, 4, 4, 300), (64, 2, 3, 170)])
+def test_the_previous_kivi_kernel_still_equals_attention_on_the_dequantized_cache(head_dim, bits, group, length):
+    """v1 (kept to time against v2 until a device run picks) on the same cache layout, in fp16 dots."""
+    error = kivi_kernel_error(head_dim, bits, group, length, 32, torch.bfloat16,
+                              Launch(kernel="v1", streams=4, programs=8))  # fmt: skip
+    assert error < 6e-3, error

@@ -42,15 +42,16 @@ class KIVIStaticCache(StaticCache):
         self.launch = launch or kernels.LAUNCHES[bits]  # the decode kernel's tiles, warps, stages, splits
         if kernels.unfused_reason(head_dim, bits, group_size, self.value_group, residual_length):
             fused = False
-        # whole blocks of keys, and whole tiles of the decode kernel
-        _, streams = kernels.rows_and_streams(q_heads // kv_heads, self.launch.streams)
-        block = math.lcm(residual_length, streams * group_size)
+        # whole blocks of keys, whole tiles of the decode kernel, whole interleaved runs of value codes
+        tile = kernels.tile_tokens(self.launch, q_heads // kv_heads, group_size)
+        block = math.lcm(residual_length, tile, kernels.VALUE_INTERLEAVE)
         max_len = -(-max_len // block) * block
         super().__init__(layers, kv_heads, head_dim, max_len, q_heads, device, dtype, fused)
         L, H, D, R, S = layers, kv_heads, head_dim, residual_length, max_len
-        kw = {"device": self.device}
+        kw, VI = {"device": self.device}, kernels.VALUE_INTERLEAVE
         self.k_codes = torch.zeros(L, H, S, D * bits // 8, dtype=torch.uint8, **kw)
-        self.v_codes = torch.zeros(L, H, S, D * bits // 8, dtype=torch.uint8, **kw)
+        # values' codes by runs of VI tokens: byte j of token n at [n // VI, j, n % VI]
+        self.v_codes = torch.zeros(L, H, S // VI, D * bits // 8, VI, dtype=torch.uint8, **kw)
         self.k_scale = torch.zeros(L, H, S // group_size, D, dtype=self.dtype, **kw)
         self.k_min = torch.zeros(L, H, S // group_size, D, dtype=self.dtype, **kw)
         # values' scales and minimums by group of channels, then token: a tile's are contiguous
@@ -58,6 +59,16 @@ class KIVIStaticCache(StaticCache):
         self.v_min = torch.zeros(L, H, D // self.value_group, S, dtype=self.dtype, **kw)
         self.k_window = torch.zeros(L, H, R, D, dtype=self.dtype, **kw)
         self.v_window = torch.zeros(L, H, R + 1, D, dtype=self.dtype, **kw)
+
+    def _value_codes(self, layer: int, positions: torch.Tensor) -> torch.Tensor:
+        """The packed value codes of `positions` [n] as [H, n, DB] (a copy)."""
+        VI = kernels.VALUE_INTERLEAVE
+        return self.v_codes[layer][:, positions // VI, :, positions % VI].transpose(0, 1)
+
+    def layer_buffers(self, layer: int) -> tuple[torch.Tensor, ...]:
+        """What the decode kernel reads of one layer, in `kernels.KIVIAttention.__call__`'s order."""
+        return (self.k_codes[layer], self.v_codes[layer], self.k_scale[layer], self.k_min[layer], self.v_scale[layer],
+                self.v_min[layer], self.k_window[layer], self.v_window[layer])  # fmt: skip
 
     def _attention(self, q_heads, block_n):
         return kernels.KIVIAttention(
@@ -86,8 +97,9 @@ class KIVIStaticCache(StaticCache):
 
     def _put_values(self, layer: int, first: int, values: torch.Tensor) -> None:
         codes, minimum, scale = quantize_groups(values, self.bits, self.value_group)
-        n = values.shape[1]
-        self.v_codes[layer, :, first : first + n] = pack_planes(codes, self.bits)
+        n, VI = values.shape[1], kernels.VALUE_INTERLEAVE
+        positions = torch.arange(first, first + n, device=values.device)
+        self.v_codes[layer][:, positions // VI, :, positions % VI] = pack_planes(codes, self.bits).transpose(0, 1)
         self.v_scale[layer, :, :, first : first + n] = scale.squeeze(-1).transpose(-1, -2).to(self.dtype)
         self.v_min[layer, :, :, first : first + n] = minimum.squeeze(-1).transpose(-1, -2).to(self.dtype)
 
@@ -139,7 +151,8 @@ class KIVIStaticCache(StaticCache):
         ks = self.k_scale[layer, :, : quantized_keys // g].repeat_interleave(g, dim=1).to(dtype)
         km = self.k_min[layer, :, : quantized_keys // g].repeat_interleave(g, dim=1).to(dtype)
         keys = torch.cat([kc * ks + km, self.k_window[layer, :, : length - quantized_keys].to(dtype)], dim=1)
-        vc = unpack_planes(self.v_codes[layer, :, :quantized_values], self.bits).to(dtype)
+        vc = self._value_codes(layer, torch.arange(quantized_values, device=self.device))
+        vc = unpack_planes(vc, self.bits).to(dtype)
         gv = self.value_group
         vs = self.v_scale[layer, :, :, :quantized_values].transpose(-1, -2).repeat_interleave(gv, dim=-1).to(dtype)
         vm = self.v_min[layer, :, :, :quantized_values].transpose(-1, -2).repeat_interleave(gv, dim=-1).to(dtype)
@@ -148,7 +161,4 @@ class KIVIStaticCache(StaticCache):
         return keys, values
 
     def _attend_fused(self, layer, q, length):
-        return self.attention(
-            q, length, self.k_codes[layer], self.v_codes[layer], self.k_scale[layer], self.k_min[layer],
-            self.v_scale[layer], self.v_min[layer], self.k_window[layer], self.v_window[layer],
-        )  # fmt: skip
+        return self.attention(q, length, *self.layer_buffers(layer))

@@ -3,9 +3,8 @@
 Llama-3.1-8B's attention (32 layers, 8 KV heads of 128 channels, 32 query heads, bf16), batch 1, caches
 filled with random codes, scales and states (no model). For each length (32K and 128K by default), each
 cache (bf16; KIVI at 4 and 2 bits) and each launch variant of the KIVI kernel (`variants()`: the engine's
-v2 kernel and the previous v1 side by side, then v2's streams, warps, pipeline stages, register cap,
-programs per layer, inline-PTX or plain unpacking), the time of one decode step's
-attention over all layers (split kernel and merge, per layer; the median of
+launch, then its neighbours in programs per layer, pipeline stages, register cap, inline-PTX or plain
+unpacking), the time of one decode step's attention over all layers (split kernel and merge, per layer; the median of
 `triton.testing.do_bench_cudagraph`: replayed from a CUDA graph, as the engine does), and the bytes of
 the cache it reads per second: packed codes, scales and minimums of every layer at that length (the
 windows aside). Each variant is checked against attention over the dequantized cache in float32
@@ -29,19 +28,15 @@ LAYERS, KV_HEADS, Q_HEADS, HEAD_DIM = 32, 8, 32, 128
 
 
 def variants() -> list[tuple[str, dict]]:
-    """(name, fields of `Launch` that differ from the engine's launch). `v1*`: the previous kernel as run 8a
-    timed it (`v1-528`: its fastest launch; now on the interleaved value layout)."""
-    v1 = {"kernel": "v1", "num_warps": 4, "maxnreg": None}
+    """(name, fields of `Launch` that differ from the engine's launch, `kernels.LAUNCHES`: since run 9, ptxas's
+    register choice and 528 programs, i.e. one wave of 4 CTAs an SM on 132 SMs)."""
     return [
         ("engine", {}),
-        ("v1", v1 | {"programs": 1056}),
-        ("v1-528", v1 | {"programs": 528}),
-        ("programs528", {"programs": 528}),
+        ("run9-default", {"programs": 792, "maxnreg": 168}),  # the engine's before: 6 CTAs an SM, one wave
         ("programs1056", {"programs": 1056}),
         ("stages3", {"num_stages": 3}),
         ("regs128-1056", {"maxnreg": 128, "programs": 1056}),  # 8 CTAs an SM: one wave at 1056
-        ("regs-free-528", {"maxnreg": None, "programs": 528}),  # 4 CTAs an SM: one wave at 528
-        ("warps4-streams8", {"num_warps": 4, "streams": 8, "programs": 396}),
+        ("warps4-streams8", {"num_warps": 4, "streams": 8, "programs": 396, "maxnreg": 168}),  # 3 CTAs an SM
         ("shift", {"asm": False}),
     ]
 

@@ -12,7 +12,7 @@ thread uses (cuobjdump's LOCAL + STACK); "stall cycles" sums the control codes' 
 loop (one warp's issue latency, a lower bound on its cycles per iteration when no other warp hides
 them). With `--sass DIR`, writes each variant's SASS there. The variants are `benchmarks/kivi_kernel.py`'s.
 
-  PYTHONPATH=src python benchmarks/kivi_sass.py [--variants engine v1 ...] [--bits 4 2] [--opcodes]
+  PYTHONPATH=src python benchmarks/kivi_sass.py [--variants engine run9-default ...] [--bits 4 2] [--opcodes]
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ Triton kernels against the torch path and against `transformers`' own `generate`
 Run on the device with: `LCOPT_SHARED_ASSETS=<assets> python -m pytest -m device tests/test_device.py`;
 the last run's output is committed under docs/benchmarks/ (see its README)."""
 
+import dataclasses
 import json
 import math
 
@@ -14,7 +15,7 @@ from lcopt import decode_attention, static_cache
 from lcopt.engine import FastEngine, static_cache_factory
 from lcopt.inference import ReferenceRunner
 from lcopt.techniques.fp8kv import FP8StaticCache
-from lcopt.techniques.kivi.kernels import Launch
+from lcopt.techniques.kivi.kernels import LAUNCHES
 from lcopt.techniques.kivi.static import KIVIStaticCache
 
 pytestmark = [
@@ -39,10 +40,10 @@ def test_fused_kernels_equal_the_torch_path_on_the_gpu(kind):
     kw = {"layers": 1, "kv_heads": 8, "head_dim": 128, "max_len": 6000, "q_heads": 32, "device": "cuda",
           "dtype": torch.bfloat16}  # fmt: skip
     make = {"dense": static_cache.DenseCache, "fp8": FP8StaticCache}.get(kind)
-    launch = Launch(asm=not kind.endswith(":shift"))
+    bits = int(kind[4]) if kind.startswith("kivi") else 4
+    launch = dataclasses.replace(LAUNCHES[bits], asm=not kind.endswith(":shift"))  # the engine's launch
     caches = [
-        make(**kw, fused=f) if make else KIVIStaticCache(**kw, fused=f, bits=int(kind[4]), launch=launch)
-        for f in (False, True)
+        make(**kw, fused=f) if make else KIVIStaticCache(**kw, fused=f, bits=bits, launch=launch) for f in (False, True)
     ]
     keys, values = states(5000, 8, 128, seed=1)
     for c in caches:

@@ -178,12 +178,3 @@ def test_fused_kivi_attention_equals_attention_on_the_dequantized_cache(
     error = kivi_kernel_error(head_dim, bits, group, length, residual_length, dtype,
                               Launch(streams=streams, programs=8))  # fmt: skip
     assert error < (2e-6 if dtype == torch.float32 else 6e-3), error
-
-
-@needs_triton
-@pytest.mark.parametrize(("head_dim", "bits", "group", "length"), [(128, 4, 4, 300), (64, 2, 3, 170)])
-def test_the_previous_kivi_kernel_still_equals_attention_on_the_dequantized_cache(head_dim, bits, group, length):
-    """v1 (kept to time against v2 until a device run picks) on the same cache layout, in fp16 dots."""
-    error = kivi_kernel_error(head_dim, bits, group, length, 32, torch.bfloat16,
-                              Launch(kernel="v1", streams=4, programs=8))  # fmt: skip
-    assert error < 6e-3, error

@@ -13,25 +13,22 @@ full-precision windows: keys at positions >= ((len - 1) // R) * R in slot pos % 
 quantizes, `reference.py`).
 
 The decode attention is flash-decoding: a program per (KV head, split of the sequence), then
-`decode_attention._decode_combine` merges the splits. Two kernels (`Launch.kernel`):
-- `v2` (the engine's): a tile is `streams` key groups of GK tokens, each its own stream with its own
-  running softmax (merged at the end of the program), spread over the warps (two a warp by default).
-  Tokens are the M dimension of the score dot (scores^T = K . q^T, the G query heads padded to 8 as N)
-  and the K dimension of the value dot (out^T = V^T . p), so a token costs 8 softmax values, not 16
-  rows. Codes become exact integers in the cache's dtype by bit tricks in inline PTX on 4 bytes at once
-  (`prmt` spreads two bytes over a register's halves, `shr` brings a plane down, `lop3` keeps its bits
-  and ORs the exponent of 128 (bf16) or 1024 (fp16), `sub` takes that away), then the dequantization
-  is one packed fma a pair (c * scale + minimum) on the tensor-core operand in registers: keys with
-  their group's channel scales, values with their tokens' scales. No scale is folded into the query or
-  the probabilities, so both dots reuse one operand (q for every tile, p for the value chunks) and p's
-  is the only layout conversion through shared memory. Scales and minimums are loaded by cp.async
-  (pipelined) straight into the operand layout: that takes 4 bytes a thread, i.e. two streams a warp.
-  With `asm=False` (Triton's interpreter, which cannot run inline PTX) plain shifts, masks and
-  conversions give the same codes; the interpreter also computes a bf16 cache in float32 (its bf16
-  arithmetic is wrong). `docs/benchmarks/kivi_kernel_notes.md` has the versions and their counts.
-- `v1` (the previous kernel, kept to time against): the query heads fill the rows of a dot with T
-  key groups as streams in the rows, key scales folded into the query, value scales into the
-  probabilities, codes as f * code in fp16.
+`decode_attention._decode_combine` merges the splits. The kernel (v2; the `_v2_*` functions): a
+tile is `streams` key groups of GK tokens, each its own stream with its own running softmax (merged at
+the end of the program), spread over the warps (two a warp by default). Tokens are the M dimension of
+the score dot (scores^T = K . q^T, the G query heads padded to 8 as N) and the K dimension of the value
+dot (out^T = V^T . p), so a token costs 8 softmax values, not 16 rows. Codes become exact integers in
+the cache's dtype by bit tricks in inline PTX on 4 bytes at once (`prmt` spreads two bytes over a
+register's halves, `shr` brings a plane down, `lop3` keeps its bits and ORs the exponent of 128 (bf16)
+or 1024 (fp16), `sub` takes that away), then the dequantization is one packed fma a pair (c * scale +
+minimum) on the tensor-core operand in registers: keys with their group's channel scales, values with
+their tokens' scales. No scale is folded into the query or the probabilities, so both dots reuse one
+operand (q for every tile, p for the value chunks) and p's is the only layout conversion through shared
+memory. Scales and minimums are loaded by cp.async (pipelined) straight into the operand layout: that
+takes 4 bytes a thread, i.e. two streams a warp. With `asm=False` (Triton's interpreter, which cannot
+run inline PTX) plain shifts, masks and conversions give the same codes; the interpreter also computes
+a bf16 cache in float32 (its bf16 arithmetic is wrong). `docs/benchmarks/kivi_kernel_notes.md` has the
+versions (v1, deleted after run 9 measured it slower) and their counts.
 Tiles below both windows take a branch-free loop (pipelined by Triton); the last tiles of a sequence
 (at most about 2R tokens) take a general path that reads the windows.
 """
@@ -52,35 +49,29 @@ class Launch:
     """Launch parameters of the decode kernel: `LAUNCHES` holds the engine's; `benchmarks/kivi_kernel.py`
     times others and prints the fastest as a `Launch(...)` to put there."""
 
-    kernel: str = "v2"  # "v2" (streams of warps) or "v1" (streams in the rows of one dot)
-    # key groups a tile, each its own stream: v2 spreads them over the warps (a multiple of num_warps),
-    # v1 over the rows of its dots (at most 16 // G rounded up)
-    streams: int = 4
+    streams: int = 4  # key groups a tile, each its own stream, spread over the warps (a multiple of num_warps)
     num_warps: int = 2
     num_stages: int = 2
-    # (KV head, split) programs per layer: one wave of CTAs on the 132 SMs of an H100/H200 (6 CTAs of 2
-    # warps an SM at 168 registers a thread)
+    # (KV head, split) programs per layer and registers a thread (ptxas's cap; None: its own choice, up to
+    # 255). These defaults are the engine's launch until run 9 (one wave of 6 CTAs of 2 warps an SM at 168
+    # registers on 132 SMs), not the engine's now: `LAUNCHES` holds that (one wave of 4 CTAs at 255).
     programs: int = 792
     asm: bool = True  # inline PTX to unpack codes (False: plain Triton ops, as the interpreter runs)
-    maxnreg: int | None = 168  # registers a thread (ptxas's cap; None: its own choice, up to 255)
+    maxnreg: int | None = 168
 
 
-LAUNCHES = {4: Launch(), 2: Launch()}  # the engine's, by bits
+# The engine's, by bits: `regs-free-528` of run 9 (docs/benchmarks/run9/kivi-kernel-run9.log, H100, all
+# 32 layers of Llama-3.1-8B's attention, ms a step), the fastest summed over 32K and 128K for both widths:
+# kivi4 128K 3.597 against 4.366 for programs=792, maxnreg=168 (32K 1.929 against 1.931); kivi2 128K 2.919
+# against 3.126 (32K 1.625 against 1.528: 0.1 ms slower there). 4 CTAs an SM at ptxas's 255 registers
+# spill less (static counts in the notes).
+LAUNCHES = {4: Launch(programs=528, maxnreg=None), 2: Launch(programs=528, maxnreg=None)}
 VALUE_INTERLEAVE = 16  # value codes: tokens a byte column holds contiguously
 
 
-def tile_tokens(launch: Launch, group: int, group_size: int) -> int:
+def tile_tokens(launch: Launch, group_size: int) -> int:
     """Tokens one iteration of the decode kernel reads (a split is a multiple of it)."""
-    if launch.kernel == "v1":
-        return rows_and_streams(group, launch.streams)[1] * group_size
     return launch.streams * group_size
-
-
-def rows_and_streams(group: int, streams: int) -> tuple[int, int]:
-    """v1: (rows of a tile's dot, streams T): G query heads (padded to a power of 2) x T streams, >= 16 rows."""
-    g_pad = 1 << max(group - 1, 0).bit_length()
-    t = max(1, min(streams, 16 // g_pad))
-    return max(16, g_pad * t), t
 
 
 def chunk_width(head_dim: int, bits: int, value_group: int) -> int:
@@ -107,50 +98,6 @@ def unfused_reason(head_dim: int, bits: int, group_size: int, value_group: int, 
 if triton is not None:
     import triton.language as tl
 
-    from lcopt.decode_attention import _dot
-
-    def _unpack_asm(mask: int) -> str:
-        """PTX for 4 bytes -> 4 fp16 (two registers): (byte & mask) as fp16, via 1024 + bits - 1024."""
-        return f"""{{
-        .reg .b32 t0, t1, magic;
-        mov.b32 magic, 0x64006400;
-        prmt.b32 t0, $2, 0, 0x4140;
-        prmt.b32 t1, $2, 0, 0x4342;
-        lop3.b32 $0, t0, {mask:#010x}, magic, 0xea;
-        lop3.b32 $1, t1, {mask:#010x}, magic, 0xea;
-        sub.f16x2 $0, $0, magic;
-        sub.f16x2 $1, $1, magic;
-        }}"""
-
-    _ASM_4_0 = tl.constexpr(_unpack_asm(0x000F000F))
-    _ASM_4_1 = tl.constexpr(_unpack_asm(0x00F000F0))
-    _ASM_2_0 = tl.constexpr(_unpack_asm(0x00030003))
-    _ASM_2_1 = tl.constexpr(_unpack_asm(0x000C000C))
-    _ASM_2_2 = tl.constexpr(_unpack_asm(0x00300030))
-    _ASM_2_3 = tl.constexpr(_unpack_asm(0x00C000C0))
-
-    @triton.jit
-    def _asm_plane(b, asm: tl.constexpr):
-        return tl.inline_asm_elementwise(asm, "=r,=r,r", [b], dtype=tl.float16, is_pure=True, pack=4)
-
-    @triton.jit
-    def _plane(b, P: tl.constexpr, BITS: tl.constexpr, ASM: tl.constexpr):
-        """fp16 f * code of bit plane P of every byte of `b` (f = 2^(BITS * P): the code stays in place)."""
-        if not ASM:
-            return (b & (((1 << BITS) - 1) << (BITS * P))).to(tl.float16)
-        elif BITS == 4 and P == 0:
-            return _asm_plane(b, _ASM_4_0)
-        elif BITS == 4:
-            return _asm_plane(b, _ASM_4_1)
-        elif P == 0:
-            return _asm_plane(b, _ASM_2_0)
-        elif P == 1:
-            return _asm_plane(b, _ASM_2_1)
-        elif P == 2:
-            return _asm_plane(b, _ASM_2_2)
-        else:
-            return _asm_plane(b, _ASM_2_3)
-
     @triton.jit
     def _pick(P: tl.constexpr, x0, x1, x2, x3):
         if P == 0:  # noqa: SIM116 (Triton resolves a chain of constexpr branches at compile time)
@@ -161,203 +108,6 @@ if triton is not None:
             return x2
         else:
             return x3
-
-    @triton.jit
-    def _value_chunk(
-        acc, J: tl.constexpr, p, p16, alpha, offs_n, vq, length, VC, VS, VM, VR, h,
-        stride_vch, stride_vcq, stride_vsh, stride_vsg, stride_vsn, stride_vrh, stride_vrn,
-        D: tl.constexpr, BITS: tl.constexpr, GV: tl.constexpr, R: tl.constexpr, CW: tl.constexpr, VI: tl.constexpr,
-        CT: tl.constexpr, IEEE: tl.constexpr, ASM: tl.constexpr, QUANT: tl.constexpr,
-    ):  # fmt: skip
-        """Channels [J * CW, (J + 1) * CW) of the values of a tile into their accumulator."""
-        DB: tl.constexpr = D * BITS // 8
-        NBB: tl.constexpr = DB // CW
-        PLANE: tl.constexpr = J // NBB
-        K: tl.constexpr = J * CW // GV  # the chunk's value group
-        INV_F: tl.constexpr = 1.0 / (1 << (BITS * PLANE))
-        offs_w = tl.arange(0, CW)
-        b = tl.load(VC + h * stride_vch + (offs_n // VI)[:, None] * stride_vcq + ((J % NBB) * CW + offs_w)[None, :] * VI
-                    + (offs_n % VI)[:, None])  # fmt: skip
-        codes = _plane(b, PLANE, BITS, ASM)  # [TILE, CW], f * code
-        scale = tl.load(VS + h * stride_vsh + K * stride_vsg + offs_n * stride_vsn).to(tl.float32) * INV_F
-        acc = acc * alpha[:, None]
-        if QUANT:  # the scales on the probabilities; the minimums are the caller's small dot
-            acc += _dot((p * scale[None, :]).to(CT), codes.to(CT), IEEE)
-        else:  # dequantized below vq, the exact window above
-            minimum = tl.load(VM + h * stride_vsh + K * stride_vsg + offs_n * stride_vsn).to(tl.float32)
-            v = codes.to(tl.float32) * scale[:, None] + minimum[:, None]
-            window = (offs_n >= vq) & (offs_n < length)
-            exact = tl.load(VR + h * stride_vrh + (offs_n % (R + 1))[:, None] * stride_vrn + (J * CW + offs_w)[None, :],
-                            mask=window[:, None], other=0.0)  # fmt: skip
-            v = tl.where((offs_n < vq)[:, None], v, exact.to(tl.float32))
-            acc += _dot(p16, v.to(CT), IEEE)
-        return acc
-
-    @triton.jit
-    def _kivi_tile(
-        n0, end, length, kq, vq, q0, q1, q2, q3, acc0, acc1, acc2, acc3, macc, m_i, l_i, stream, t,
-        KC, VC, KS, KM, VS, VM, KR, VR, h,
-        stride_ch, stride_cn, stride_vch, stride_vcq, stride_ksh, stride_ksg, stride_ksd, stride_vsh, stride_vsg,
-        stride_vsn, stride_krh, stride_krn, stride_vrh, stride_vrn,
-        T: tl.constexpr, ROWS: tl.constexpr, D: tl.constexpr, BITS: tl.constexpr, GK: tl.constexpr,
-        GV: tl.constexpr, R: tl.constexpr, CW: tl.constexpr, VI: tl.constexpr, NG_PAD: tl.constexpr,
-        CT: tl.constexpr, IEEE: tl.constexpr, ASM: tl.constexpr, QUANT: tl.constexpr,
-    ):  # fmt: skip
-        """T key groups from n0: scores, each row's online softmax over its own group, the values.
-        QUANT: every key and value of the tile is quantized (no window, no mask, no branch)."""
-        PB: tl.constexpr = 8 // BITS
-        DB: tl.constexpr = D // PB
-        NCH: tl.constexpr = D // CW
-        TILE: tl.constexpr = T * GK
-        offs_n = n0 + tl.arange(0, TILE)
-        offs_b = tl.arange(0, DB)
-        kb = tl.load(KC + h * stride_ch + offs_n[None, :] * stride_cn + offs_b[:, None])  # [DB, TILE] bytes
-        groups = h * stride_ksh + (n0 // GK + tl.arange(0, T))[:, None] * stride_ksg  # the tile's T key groups
-        scores = tl.zeros([ROWS, TILE], tl.float32)
-        bias = tl.zeros([ROWS], tl.float32)
-        for P in tl.static_range(PB):
-            q = _pick(P, q0, q1, q2, q3)[:, None, :]  # [ROWS // T, 1, DB]: row (g, t) is g * T + t
-            row = groups + (P * DB + offs_b)[None, :] * stride_ksd
-            scale = tl.load(KS + row).to(tl.float32) * (1.0 / (1 << (BITS * P)))  # [T, DB]
-            folded = tl.reshape(q * scale[None, :, :], (ROWS, DB))
-            scores += _dot(folded.to(CT), _plane(kb, P, BITS, ASM).to(CT), IEEE)
-            bias += tl.reshape(tl.sum(q * tl.load(KM + row).to(tl.float32)[None, :, :], 2), (ROWS,))
-        scores += bias[:, None]
-        valid = stream
-        if not QUANT:  # groups at or past kq are the exact window (kq is a multiple of GK)
-            window = (offs_n >= kq) & (offs_n < length)
-            exact = tl.zeros([ROWS, TILE], tl.float32)
-            for P in tl.static_range(PB):
-                k = tl.load(KR + h * stride_krh + (offs_n % R)[None, :] * stride_krn + (P * DB + offs_b)[:, None],
-                            mask=window[None, :], other=0.0)  # fmt: skip
-                q = tl.broadcast_to(_pick(P, q0, q1, q2, q3)[:, None, :], (ROWS // T, T, DB))
-                exact += _dot(tl.reshape(q, (ROWS, DB)).to(CT), k.to(CT), IEEE)
-            scores = tl.where((n0 + (t + 1) * GK > kq)[:, None], exact, scores)
-            valid = stream & (offs_n < end)[None, :]
-        scores = tl.where(valid, scores, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(scores, 1))
-        m_use = tl.where(m_new > float("-inf"), m_new, 0.0)  # a row with nothing yet: no NaN
-        p = tl.exp2(scores - m_use[:, None])
-        alpha = tl.exp2(m_i - m_use)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        p16 = p.to(CT)
-        macc = macc * alpha[:, None]
-        if QUANT:  # sum_n p_n m_n for every value group at once
-            offs_k = tl.arange(0, NG_PAD)
-            mins = tl.load(VM + h * stride_vsh + offs_k[:, None] * stride_vsg + offs_n[None, :] * stride_vsn,
-                           mask=(offs_k < D // GV)[:, None], other=0.0)  # fmt: skip
-            macc += _dot(p16, tl.trans(mins.to(CT)), IEEE)
-        acc0 = _value_chunk(
-            acc0, 0, p, p16, alpha, offs_n, vq, length, VC, VS, VM, VR, h,
-            stride_vch, stride_vcq, stride_vsh, stride_vsg, stride_vsn, stride_vrh, stride_vrn, D, BITS, GV, R, CW, VI,
-            CT, IEEE, ASM, QUANT,
-        )  # fmt: skip
-        acc1 = _value_chunk(
-            acc1, 1, p, p16, alpha, offs_n, vq, length, VC, VS, VM, VR, h,
-            stride_vch, stride_vcq, stride_vsh, stride_vsg, stride_vsn, stride_vrh, stride_vrn, D, BITS, GV, R, CW, VI,
-            CT, IEEE, ASM, QUANT,
-        )  # fmt: skip
-        if NCH == 4:
-            acc2 = _value_chunk(
-                acc2, 2, p, p16, alpha, offs_n, vq, length, VC, VS, VM, VR, h,
-                stride_vch, stride_vcq, stride_vsh, stride_vsg, stride_vsn, stride_vrh, stride_vrn, D, BITS, GV, R, CW,
-                VI, CT, IEEE, ASM, QUANT,
-            )  # fmt: skip
-            acc3 = _value_chunk(
-                acc3, 3, p, p16, alpha, offs_n, vq, length, VC, VS, VM, VR, h,
-                stride_vch, stride_vcq, stride_vsh, stride_vsg, stride_vsn, stride_vrh, stride_vrn, D, BITS, GV, R, CW,
-                VI, CT, IEEE, ASM, QUANT,
-            )  # fmt: skip
-        return acc0, acc1, acc2, acc3, macc, m_new, l_i
-
-    @triton.jit
-    def _store_chunk(acc, J: tl.constexpr, macc, w, l_safe, OUT, h, s, stride_oh, stride_os,
-                     G: tl.constexpr, T: tl.constexpr, ROWS: tl.constexpr, CW: tl.constexpr, GV: tl.constexpr,
-                     NG_PAD: tl.constexpr):  # fmt: skip
-        """Merge the streams of one chunk (weights w [ROWS // T, T]) and store it, normalized."""
-        K: tl.constexpr = J * CW // GV
-        offs_k = tl.arange(0, NG_PAD)
-        mins = tl.sum(tl.where(offs_k[None, :] == K, macc, 0.0), 1)  # [ROWS]: this chunk's group
-        full = tl.reshape(acc + mins[:, None], (ROWS // T, T, CW))
-        out = tl.sum(full * w[:, :, None], 1) / l_safe[:, None]
-        g = tl.arange(0, ROWS // T)
-        offs_w = tl.arange(0, CW)
-        tl.store(OUT + (h * G + g)[:, None] * stride_oh + s * stride_os + (J * CW + offs_w)[None, :], out,
-                 mask=(g < G)[:, None])  # fmt: skip
-
-    @triton.jit
-    def _kivi_partial(
-        Q, KC, VC, KS, KM, VS, VM, KR, VR, LEN, OUT, LSE,
-        stride_qh, stride_ch, stride_cn, stride_vch, stride_vcq, stride_ksh, stride_ksg, stride_ksd, stride_vsh,
-        stride_vsg, stride_vsn, stride_krh, stride_krn, stride_vrh, stride_vrn, stride_oh, stride_os,
-        qk_scale, SPLIT,
-        G: tl.constexpr, T: tl.constexpr, ROWS: tl.constexpr, D: tl.constexpr, BITS: tl.constexpr,
-        GK: tl.constexpr, GV: tl.constexpr, R: tl.constexpr, CW: tl.constexpr, VI: tl.constexpr,
-        NG_PAD: tl.constexpr, CT: tl.constexpr, IEEE: tl.constexpr, ASM: tl.constexpr,
-    ):  # fmt: skip
-        """One (KV head, split of SPLIT tokens, a multiple of the tile): its normalized output per query head
-        and its log-sum-exp (natural). SPLIT is not a constant: one compiled kernel serves every length."""
-        h = tl.program_id(0)
-        s = tl.program_id(1)
-        PB: tl.constexpr = 8 // BITS
-        DB: tl.constexpr = D // PB
-        TILE: tl.constexpr = T * GK
-        length = tl.load(LEN).to(tl.int32)
-        start = s * SPLIT
-        end = tl.minimum(start + SPLIT, length)
-        kq = ((length - 1) // R) * R  # keys below are quantized
-        vq = tl.maximum(length - 1 - R, 0)  # values below are quantized (vq < kq)
-        both = tl.minimum((vq // TILE) * TILE, end)
-        t = tl.arange(0, ROWS) % T  # row (g, t) = g * T + t attends to the tile's key group t
-        stream = (tl.arange(0, TILE)[None, :] // GK) == t[:, None]
-        heads = tl.arange(0, ROWS // T)  # q rows once per query head, [ROWS // T, DB] a plane
-        qrow = Q + (h * G + heads)[:, None] * stride_qh + tl.arange(0, DB)[None, :]
-        gmask = (heads < G)[:, None]
-        q0 = tl.load(qrow, mask=gmask, other=0.0).to(tl.float32) * qk_scale
-        q1 = tl.load(qrow + DB, mask=gmask, other=0.0).to(tl.float32) * qk_scale
-        q2 = q0
-        q3 = q0
-        if PB == 4:
-            q2 = tl.load(qrow + 2 * DB, mask=gmask, other=0.0).to(tl.float32) * qk_scale
-            q3 = tl.load(qrow + 3 * DB, mask=gmask, other=0.0).to(tl.float32) * qk_scale
-        acc0 = tl.zeros([ROWS, CW], tl.float32)
-        acc1 = tl.zeros([ROWS, CW], tl.float32)
-        acc2 = tl.zeros([ROWS, CW], tl.float32)
-        acc3 = tl.zeros([ROWS, CW], tl.float32)
-        macc = tl.zeros([ROWS, NG_PAD], tl.float32)
-        m_i = tl.full([ROWS], float("-inf"), tl.float32)
-        l_i = tl.zeros([ROWS], tl.float32)
-        for n0 in range(start, both, TILE):
-            acc0, acc1, acc2, acc3, macc, m_i, l_i = _kivi_tile(
-                n0, end, length, kq, vq, q0, q1, q2, q3, acc0, acc1, acc2, acc3, macc, m_i, l_i, stream, t,
-                KC, VC, KS, KM, VS, VM, KR, VR, h,
-                stride_ch, stride_cn, stride_vch, stride_vcq, stride_ksh, stride_ksg, stride_ksd, stride_vsh,
-                stride_vsg, stride_vsn, stride_krh, stride_krn, stride_vrh, stride_vrn, T, ROWS, D, BITS, GK, GV, R, CW,
-                VI, NG_PAD, CT, IEEE, ASM, True,
-            )  # fmt: skip
-        for n0 in range(tl.maximum(start, both), end, TILE):
-            acc0, acc1, acc2, acc3, macc, m_i, l_i = _kivi_tile(
-                n0, end, length, kq, vq, q0, q1, q2, q3, acc0, acc1, acc2, acc3, macc, m_i, l_i, stream, t,
-                KC, VC, KS, KM, VS, VM, KR, VR, h,
-                stride_ch, stride_cn, stride_vch, stride_vcq, stride_ksh, stride_ksg, stride_ksd, stride_vsh,
-                stride_vsg, stride_vsn, stride_krh, stride_krn, stride_vrh, stride_vrn, T, ROWS, D, BITS, GK, GV, R, CW,
-                VI, NG_PAD, CT, IEEE, ASM, False,
-            )  # fmt: skip
-        # merge the T streams of each query head: weights relative to their largest running maximum
-        m2 = tl.reshape(m_i, (ROWS // T, T))
-        top = tl.max(m2, 1)
-        top_use = tl.where(top > float("-inf"), top, 0.0)
-        w = tl.exp2(m2 - top_use[:, None])
-        total = tl.sum(w * tl.reshape(l_i, (ROWS // T, T)), 1)
-        l_safe = tl.where(total > 0, total, 1.0)
-        _store_chunk(acc0, 0, macc, w, l_safe, OUT, h, s, stride_oh, stride_os, G, T, ROWS, CW, GV, NG_PAD)
-        _store_chunk(acc1, 1, macc, w, l_safe, OUT, h, s, stride_oh, stride_os, G, T, ROWS, CW, GV, NG_PAD)
-        if D // CW == 4:
-            _store_chunk(acc2, 2, macc, w, l_safe, OUT, h, s, stride_oh, stride_os, G, T, ROWS, CW, GV, NG_PAD)
-            _store_chunk(acc3, 3, macc, w, l_safe, OUT, h, s, stride_oh, stride_os, G, T, ROWS, CW, GV, NG_PAD)
-        gq = tl.arange(0, ROWS // T)
-        lse = tl.where(total > 0, (top_use + tl.log2(l_safe)) * 0.6931471805599453, float("-inf"))
-        tl.store(LSE + (h * G + gq) * tl.num_programs(1) + s, lse, mask=gq < G)
 
     def _exact_asm(ct, bits: int, plane: int) -> str:
         """PTX for 4 bytes -> 4 exact codes (two registers) of bit plane `plane` in the dtype `ct` (bf16 or
@@ -664,16 +414,11 @@ class KIVIAttention(DecodeAttention):
         """`gpu`: compile for a GPU (inline PTX, half-precision arithmetic); default: whether `device` is one
         (`benchmarks/kivi_sass.py` compiles for one on a host without)."""
         gpu = torch.device(device).type == "cuda" if gpu is None else gpu
-        if launch.kernel not in ("v1", "v2"):
-            raise ValueError(f"Launch.kernel {launch.kernel!r}: the kernels are 'v1' and 'v2'")
-        # float32 models (the cross-checks): IEEE dots on CUDA cores need many registers (v1 spilled 36 KB a
-        # thread with 4 streams; v2 spills ~3 KB with a stream a warp, its float32 scales need no pairs)
-        if dtype == torch.float32 and launch.kernel == "v1":
-            launch = dataclasses.replace(launch, streams=1, num_warps=8, num_stages=1)
-        elif dtype == torch.float32:
+        # float32 models (the cross-checks): IEEE dots on CUDA cores need many registers: a stream a warp
+        # (its float32 scales need no pairs), one stage, ptxas's register choice (still ~3 KB spilled a thread)
+        if dtype == torch.float32:
             launch = dataclasses.replace(launch, num_warps=launch.streams, num_stages=1, maxnreg=None)
-        group = q_heads // kv_heads
-        tile = tile_tokens(launch, group, group_size)
+        tile = tile_tokens(launch, group_size)
         super().__init__(q_heads, kv_heads, head_dim, max_len, device, dtype, tile, launch.programs)
         self.config = launch
         # the interpreter runs no PTX; a float32 model dequantizes in float32 (no half-precision bit tricks)
@@ -683,23 +428,13 @@ class KIVIAttention(DecodeAttention):
         ct = {torch.float32: tl.float32, torch.float16: tl.float16}.get(dtype, tl.bfloat16)
         if not gpu and ct == tl.bfloat16:
             ct = tl.float32
-        common = {"G": self.group, "D": head_dim, "BITS": bits, "GK": group_size, "GV": value_group, "R": residual,
-                  "CW": chunk_width(head_dim, bits, value_group), "VI": VALUE_INTERLEAVE, "IEEE": self.ieee,
-                  "ASM": self.asm}  # fmt: skip
-        if launch.kernel == "v1":
-            rows, streams = rows_and_streams(group, launch.streams)
-            self.kernel = _kivi_partial
-            self.kivi_launch = common | {
-                "T": streams, "ROWS": rows, "NG_PAD": max(16, triton.next_power_of_2(head_dim // value_group)),
-                "CT": tl.float32 if self.ieee else tl.float16,
-            }  # fmt: skip
-        else:
-            self.kernel = _v2_partial
-            unpack = [_exact_asm(ct, bits, p) if p < 8 // bits else "" for p in range(4)]
-            self.kivi_launch = common | {
-                "W": launch.streams, "HP": max(8, triton.next_power_of_2(group)), "CT": ct,
-                "U0": unpack[0], "U1": unpack[1], "U2": unpack[2], "U3": unpack[3],
-            }  # fmt: skip
+        unpack = [_exact_asm(ct, bits, p) if p < 8 // bits else "" for p in range(4)]
+        self.kivi_launch = {
+            "G": self.group, "W": launch.streams, "HP": max(8, triton.next_power_of_2(self.group)), "D": head_dim,
+            "BITS": bits, "GK": group_size, "GV": value_group, "R": residual,
+            "CW": chunk_width(head_dim, bits, value_group), "VI": VALUE_INTERLEAVE, "CT": ct, "IEEE": self.ieee,
+            "ASM": self.asm, "U0": unpack[0], "U1": unpack[1], "U2": unpack[2], "U3": unpack[3],
+        }  # fmt: skip
         self.options = {"num_warps": launch.num_warps, "num_stages": launch.num_stages}
         if launch.maxnreg is not None and gpu:
             self.options["maxnreg"] = launch.maxnreg
@@ -710,23 +445,13 @@ class KIVIAttention(DecodeAttention):
         minimums (keys [Hkv, S / GK, D], values [Hkv, D / GV, S]: views of (scale, minimum) pairs) and
         windows -> [Hq, D]."""
         grid = (self.kv_heads, self.nsplit)
-        if self.kernel is _v2_partial:
-            self.kernel[grid](
-                q, kc, vc, ks, km, vs, vm, kr, vr, length, self.partial, self.lse,
-                q.stride(0), kc.stride(0), kc.stride(1), vc.stride(0), vc.stride(1), ks.stride(0), ks.stride(1),
-                vs.stride(0), vs.stride(1), kr.stride(0), kr.stride(1), vr.stride(0), vr.stride(1),
-                self.partial.stride(0), self.partial.stride(1), self.qk_scale, self.split, **self.kivi_launch,
-                **self.options,
-            )  # fmt: skip
-        else:
-            self.kernel[grid](
-                q, kc, vc, ks, km, vs, vm, kr, vr, length, self.partial, self.lse,
-                q.stride(0), kc.stride(0), kc.stride(1), vc.stride(0), vc.stride(1), ks.stride(0), ks.stride(1),
-                ks.stride(2), vs.stride(0), vs.stride(1), vs.stride(2), kr.stride(0), kr.stride(1), vr.stride(0),
-                vr.stride(1),
-                self.partial.stride(0), self.partial.stride(1), self.qk_scale, self.split, **self.kivi_launch,
-                **self.options,
-            )  # fmt: skip
+        _v2_partial[grid](
+            q, kc, vc, ks, km, vs, vm, kr, vr, length, self.partial, self.lse,
+            q.stride(0), kc.stride(0), kc.stride(1), vc.stride(0), vc.stride(1), ks.stride(0), ks.stride(1),
+            vs.stride(0), vs.stride(1), kr.stride(0), kr.stride(1), vr.stride(0), vr.stride(1),
+            self.partial.stride(0), self.partial.stride(1), self.qk_scale, self.split, **self.kivi_launch,
+            **self.options,
+        )  # fmt: skip
         return self._combine(q)
 
 

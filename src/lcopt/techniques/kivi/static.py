@@ -43,7 +43,7 @@ class KIVIStaticCache(StaticCache):
         if kernels.unfused_reason(head_dim, bits, group_size, self.value_group, residual_length):
             fused = False
         # whole blocks of keys, whole tiles of the decode kernel, whole interleaved runs of value codes
-        tile = kernels.tile_tokens(self.launch, q_heads // kv_heads, group_size)
+        tile = kernels.tile_tokens(self.launch, group_size)
         block = math.lcm(residual_length, tile, kernels.VALUE_INTERLEAVE)
         max_len = -(-max_len // block) * block
         super().__init__(layers, kv_heads, head_dim, max_len, q_heads, device, dtype, fused)

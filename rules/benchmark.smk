@@ -1,6 +1,6 @@
 rule decode_benchmark:
-    """Decode and prefill speed of the engines against the GPU's rooflines (benchmarks/decode.py), on
-    random weights of each `benchmark.models` architecture; not part of `all`:
+    """Decode and prefill speed of the engines against the GPU's rooflines (lcopt.decode_benchmark, as
+    benchmarks/decode.py runs it), on random weights of each `benchmark.models` architecture; not part of `all`:
     `snakemake results/benchmarks/decode.json --resources gpu=1`."""
     output:
         f"{R}/benchmarks/decode.json",

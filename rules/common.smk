@@ -98,6 +98,12 @@ def stack_techniques(stack):
     return [t for t in stack.split("+") if t != "baseline"]
 
 
+def technique_aliases(stack):
+    """The config's `technique_aliases` a job's stack (or variant) uses: the job registers them as the
+    config did."""
+    return {t: config["technique_aliases"][t] for t in stack_techniques(stack) if t in config["technique_aliases"]}
+
+
 def parent_variant(variant):
     """`prune+gptq4` is made from `prune`; a single technique from the baseline."""
     return "+".join(variant.split("+")[:-1]) or "baseline"

@@ -5,6 +5,7 @@ rule technique_asset:
     params:
         seed=config["seed"],
         modules=config["technique_modules"],
+        aliases=lambda w: technique_aliases(w.technique),
         code=lambda w: code("scripts/technique_asset.py", w.technique),
     # one on every machine: the classifier's weights depend on how many threads split its sums
     threads: 1
@@ -35,6 +36,7 @@ rule compress_contexts:
         options=lambda w: options(w.prompt_variant.split("+")[-1]),
         assets=lambda w: asset_dirs(w.prompt_variant.split("+")[-1]),
         modules=config["technique_modules"],
+        aliases=lambda w: technique_aliases(w.prompt_variant),
         code=lambda w: code("scripts/compress.py", w.prompt_variant.split("+")[-1]),
     threads: 1
     log:

@@ -8,8 +8,9 @@ rule inference:
         INFERENCE_OUTPUTS,
     params:
         kv_method=lambda w: parse_stack(w.stack).kv_method,
-        kv_options=lambda w: options(parse_stack(w.stack).kv_method),
+        kv_options=lambda w: {t: options(t) for t in parse_stack(w.stack).cache},
         modules=config["technique_modules"],
+        aliases=lambda w: technique_aliases(w.stack),
         device=config["device"],
         engine=config["engine"],
         dtype=lambda w: config["models"][w.model].get("dtype", config["dtype"]),

@@ -70,6 +70,7 @@ rule model_technique:
     params:
         job=lambda w: lcopt.jobs.model_technique(config, w.model, w.variant),
         modules=config["technique_modules"],
+        aliases=lambda w: technique_aliases(w.variant),
         code=lambda w: code("scripts/model_technique.py", w.variant.split("+")[-1]),
     # one on every machine: GPTQ's and pruning's results depend on how many threads split their sums
     threads: 1

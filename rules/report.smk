@@ -28,7 +28,9 @@ rule aggregate:
             dataset=DATASETS,
         ),
     output:
-        TABLES,
+        # update(): Snakemake keeps the previous tables while this job runs and restores them if it fails
+        # (a damaged score file stops it, named, before anything is written), instead of deleting them first
+        [update(t) for t in TABLES],
     params:
         config=config,
         seed=config["seed"],

@@ -3,7 +3,7 @@ rule score:
     input:
         predictions=f"{R}/predictions/{{model}}/{{stack}}/{{dataset}}.jsonl",
         rows=f"{R}/data/{{dataset}}.jsonl",
-        # the support metrics read the prompt the model received
+        # the support metrics read the content of the prompt the model received (its `content`)
         prompts=lambda w: f"{R}/prompts/{w.model}/{parse_stack(w.stack).prompt_variant}/{w.dataset}.jsonl",
     output:
         samples=f"{R}/scores/{{model}}/{{stack}}/{{dataset}}.samples.jsonl",

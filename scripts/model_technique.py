@@ -9,11 +9,12 @@ import torch  # noqa: E402
 from lcopt.data import held_out_calibration  # noqa: E402
 from lcopt.gpus import claim  # noqa: E402
 from lcopt.models import write_technique_variant  # noqa: E402
-from lcopt.techniques import load_modules  # noqa: E402
+from lcopt.techniques import load_modules, register_aliases  # noqa: E402
 
 sm = snakemake  # noqa: F821
 torch.set_num_threads(sm.threads)
 load_modules(sm.params.modules)
+register_aliases(dict(sm.params.aliases))
 job = dict(sm.params.job)  # lcopt.jobs.model_technique
 out = Path(sm.output.variant)
 calibration = None

@@ -183,7 +183,7 @@ def test_default_configs_run_every_technique_offline():
     more = load([REPO / "config" / "config.yaml", REPO / "config" / "more-techniques.yaml"])
     # but prune_native, which is prune where a model has no released checkpoint (every model here)
     assert set(more["techniques"]) == set(registry()) - {"prune_native"}
-    assert more["stacks"] == ["baseline", *expand_levels(more["techniques"], [1, 2])] and len(more["stacks"]) == 37
+    assert more["stacks"] == ["baseline", *expand_levels(more["techniques"], [1, 2])] and len(more["stacks"]) == 67
 
 
 def test_a_dataset_outside_the_run_can_calibrate():

@@ -22,8 +22,7 @@ def load(path: str, device: str = "cpu", dtype=torch.float32):
 
 
 def reference_tokens(model, ids, kv: str, device: str = "cpu") -> list[int]:
-    tokens, _, _ = ReferenceRunner(model, kv, {}, device).generate(ids, NEW_TOKENS, pad_token_id=0)
-    return tokens
+    return ReferenceRunner(model, kv, {}, device).generate(ids, NEW_TOKENS, pad_token_id=0)
 
 
 def fast_tokens(model, ids, kv: str, **engine) -> list[int]:

@@ -66,3 +66,18 @@ def test_a_slurm_job_uses_its_allocated_devices_without_locks(tmp_path, monkeypa
     assert not list(tmp_path.iterdir())  # no lock files
     with pytest.raises(RuntimeError, match="needs 2 GPU"), claim(2, tmp_path):
         pass
+
+
+def test_jobs_per_gpu_shares_a_device_and_says_so(tmp_path, monkeypatch):
+    """LCOPT_JOBS_PER_GPU=2: two jobs hold device 0 at once, a third waits; each exports the sharing."""
+    monkeypatch.setenv("LCOPT_JOBS_PER_GPU", "2")
+    with claim(1, tmp_path, ["0"], timeout_s=1) as first, claim(1, tmp_path, ["0"], timeout_s=1) as second:
+        assert first == second == ["0"] and os.environ["LCOPT_GPU_SHARED_BY"] == "2"
+        with pytest.raises(TimeoutError), claim(1, tmp_path, ["0"], timeout_s=0.3, poll_s=0.05):
+            pass
+    assert "LCOPT_GPU_SHARED_BY" not in os.environ
+    with pytest.raises(RuntimeError, match="needs 2 GPU"), claim(2, tmp_path, ["0"]):
+        pass  # two slots of one device are not two GPUs
+    monkeypatch.setenv("LCOPT_JOBS_PER_GPU", "0")
+    with pytest.raises(ValueError, match="LCOPT_JOBS_PER_GPU"), claim(1, tmp_path, ["0"]):
+        pass

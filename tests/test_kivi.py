@@ -1,12 +1,14 @@
 """KIVI: packing is bit-exact, quantization matches a plain re-implementation of the paper's equations,
-and the cache keeps the paper's layout (per-channel keys in blocks, per-token values, exact residual)."""
+the cache keeps the paper's layout (per-channel keys in blocks, per-token values, exact residual) and
+reads exactly the tokens the official implementation reads exact, step by step."""
 
 from itertools import pairwise
 
 import pytest
 import torch
 
-from lcopt.techniques.kivi import KIVICache, KIVILayer, concat, dequantize, pack, quantize, unpack
+from lcopt.quant import pack, unpack
+from lcopt.techniques.kivi.reference import KIVICache, KIVILayer, concat, dequantize, quantize
 
 
 @pytest.mark.parametrize("bits", [2, 4])
@@ -82,7 +84,9 @@ def test_layer_layout_through_prefill_and_decode():
     assert layer.keys.shape[-2] == total % 64
     assert layer.values.shape[-2] == 64  # the newest 64 values stay exact
     assert torch.equal(out_k[..., -(total % 64) :, :], all_k[..., -(total % 64) :, :])
-    assert torch.equal(out_v[..., -64:, :], all_v[..., -64:, :])
+    # the step attended before it quantized: it read 65 exact values, the 65th quantized only after
+    assert torch.equal(out_v[..., -65:, :], all_v[..., -65:, :])
+    assert not torch.equal(out_v[..., -66, :], all_v[..., -66, :])
     old = slice(0, total // 64 * 64)
     assert not torch.equal(out_k[..., old, :], all_k[..., old, :])
     torch.testing.assert_close(out_k[..., old, :], all_k[..., old, :], atol=0.6, rtol=0)
@@ -124,7 +128,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
 def test_decode_attention_equals_attention_on_states_quantized_by_the_papers_equations(bits):
     """A decode step attends to what the cache returns; that equals attention on the exact states with the
     old keys (whole blocks of 64 tokens, per-channel groups of 32 tokens) and old values (every token
-    beyond the newest 64, per-token groups of 32 channels) quantized by `reference_quantize`."""
+    beyond the newest 65: the step's own and the window of 64 it attends before quantizing, per-token
+    groups of 32 channels) quantized by `reference_quantize`."""
     g = torch.Generator().manual_seed(bits)
     layer = KIVILayer(bits=bits, group_size=32, residual_length=64)
     k, v = torch.randn(1, 2, 150, 32, generator=g), torch.randn(1, 2, 150, 32, generator=g)
@@ -133,7 +138,7 @@ def test_decode_attention_equals_attention_on_states_quantized_by_the_papers_equ
         k1, v1 = torch.randn(1, 2, 1, 32, generator=g), torch.randn(1, 2, 1, 32, generator=g)
         k, v = torch.cat([k, k1], -2), torch.cat([v, v1], -2)
         out_k, out_v = layer.update(k1, v1)
-    old_k, old_v = 190 // 64 * 64, 190 - 64
+    old_k, old_v = 190 // 64 * 64, 190 - 65
     ref_k = torch.cat([reference_quantize(k[..., :old_k, :], bits, 32, -2).float(), k[..., old_k:, :]], -2)
     ref_v = torch.cat([reference_quantize(v[..., :old_v, :], bits, 32, -1).float(), v[..., old_v:, :]], -2)
     q = torch.randn(1, 2, 1, 32, generator=g)
@@ -178,3 +183,46 @@ def test_blocks_appended_along_tokens_equal_one_block_quantized_at_once(axis, bi
     for name in ("codes", "minimum", "scale"):
         assert torch.equal(getattr(merged, name), getattr(whole, name)), name
     assert torch.equal(dequantize(merged), dequantize(whole))
+
+
+def official_windows(prefill: int, steps: int, residual_length: int):
+    """A hand transcription of the cache bookkeeping of `LlamaAttention_KIVI.forward` (jy-yuan/KIVI,
+    models/llama_kivi.py): per decode step, the positions whose keys and values that step's attention
+    reads in full precision (`key_states_full` and `value_states_full` with the new token appended)."""
+    n, R = prefill, residual_length
+    # prefill: keys [0, n - n % R) quantized (all if n % R == 0), values [0, n - R) if n > R
+    if n % R != 0:
+        key_quant, key_full = (0, n) if n < R else (n - n % R, n % R)
+    else:
+        key_quant, key_full = n, 0
+    value_quant, value_full = (0, n) if n <= R else (n - R, R)
+    for _ in range(steps):
+        key_full += 1  # torch.cat([key_states_full, key_states]) (or key_states alone)
+        value_full += 1  # torch.cat([value_states_full, value_states])
+        yield range(key_quant, key_quant + key_full), range(value_quant, value_quant + value_full)
+        if key_full == R:  # after attending: the full window becomes one quantized block
+            key_quant, key_full = key_quant + R, 0
+        if value_full > R:  # after attending: the oldest value leaves the window
+            value_quant, value_full = value_quant + 1, value_full - 1
+
+
+def exact_positions(read: torch.Tensor, states: torch.Tensor) -> list[int]:
+    """Positions whose whole row (every head and channel) `read` [H, n, D] returns exactly as `states`."""
+    n = read.shape[-2]
+    return torch.nonzero((read == states[..., :n, :]).all(dim=-1).all(dim=0)).flatten().tolist()
+
+
+@pytest.mark.parametrize("residual_length", [128, 32])
+@pytest.mark.parametrize("prefill", [100, 128, 300])
+def test_reference_cache_reads_exact_what_the_official_code_reads(prefill, residual_length):
+    """Every decode step through one key flush or more: the exact keys and values are the official ones."""
+    R, steps = residual_length, residual_length + 40
+    g = torch.Generator().manual_seed(prefill + R)
+    k, v = torch.randn(2, prefill + steps, 16, generator=g), torch.randn(2, prefill + steps, 16, generator=g)
+    layer = KIVILayer(bits=2, group_size=16, residual_length=R)
+    layer.update(k[None, :, :prefill], v[None, :, :prefill])
+    for step, (exact_keys, exact_values) in enumerate(official_windows(prefill, steps, R)):
+        n = prefill + step + 1
+        out_k, out_v = layer.update(k[None, :, n - 1 : n], v[None, :, n - 1 : n])
+        assert exact_positions(out_k[0], k) == list(exact_keys), n
+        assert exact_positions(out_v[0], v) == list(exact_values), n

@@ -209,33 +209,29 @@ def test_roofline_only_with_gpu_data(tmp_path):
 
 def test_interaction_heatmap_refuses_a_table_without_its_columns(tmp_path):
     table = pl.DataFrame({"model": ["m"], "dataset": ["d"], "stack": ["a+b"], "drop": [0.1]})
-    with pytest.raises(ValueError, match="compounding table has columns"):
-        plots.interaction_columns(table)
+    with pytest.raises(ValueError, match=r"compounding table has columns .* missing"):
+        plots.interaction_heatmap(table, "m", tmp_path / "x.png")
 
 
-def test_interaction_heatmap_reads_the_retention_scale_table(tmp_path):
-    """The layout the statistics change writes (lcopt.aggregate.compounding on the retention scale, with a
-    paired CI): a fixture shaped like it. expected = baseline × Π retention; interaction = score - expected,
-    < 0 when the stack compounds, which the heatmap draws as > 0 (red)."""
-    base, parts, score = 0.9, (0.6, 0.85), 0.4  # prune, gptq4, prune+gptq4 of CELL
-    expected = base * (parts[0] / base) * (parts[1] / base)
-    table = pl.DataFrame(
-        {
-            "model": ["m", "m"],
-            "dataset": ["passkey-1k", "passkey-2k"],
-            "stack": ["prune+gptq4", "prune+gptq4"],
-            "score": [score, 0.55],
-            "expected": [expected, expected],
-            "interaction": [score - expected, 0.55 - expected],
-            "interaction_ci_low": [score - expected - 0.05, 0.55 - expected - 0.2],
-            "interaction_ci_high": [score - expected + 0.05, 0.55 - expected + 0.2],
-            "distinguishable": [True, False],
-        }
+def test_interaction_heatmap_reads_the_log_ratio_table(tmp_path):
+    """The table lcopt.aggregate.compounding writes, here made by it: the colour is -interaction (red: the
+    stack compounds), a cell without a measure is drawn as such."""
+    table = compounding(fake_samples(), resamples=50)
+    cells = plots.interaction_heatmap(table, "m", tmp_path / "heat.png")
+    assert (tmp_path / "heat.png").read_bytes()[:8] == PNG
+    for r in table.iter_rows(named=True):
+        value = cells[(r["stack"], r["dataset"])]
+        if r["interaction"] is None:
+            assert math.isnan(value)
+        else:
+            assert value == pytest.approx(-r["interaction"])
+    # a not-measurable cell and a hatched one draw (no number for the first)
+    marked = table.with_columns(
+        pl.when(pl.col("dataset") == "passkey-1k").then(False).otherwise(pl.col("measurable")).alias("measurable"),
+        pl.when(pl.col("dataset") == "passkey-1k").then(None).otherwise(pl.col("interaction")).alias("interaction"),
     )
-    assert plots.interaction_columns(table) is plots.RETENTION
-    cells = plots.interaction_heatmap(table, "m", tmp_path / "retention.png")
-    assert cells[("prune+gptq4", "passkey-1k")] == pytest.approx(100 * (expected - score))  # 16.7: compounds
-    assert cells[("prune+gptq4", "passkey-2k")] == pytest.approx(100 * (expected - 0.55))  # 1.7
+    cells = plots.interaction_heatmap(marked, "m", tmp_path / "marked.png")
+    assert all(math.isnan(v) for (s, d), v in cells.items() if d == "passkey-1k")
 
 
 def test_needle_heatmap_bins_depth(tmp_path):

@@ -11,8 +11,8 @@ import pytest
 from conftest import shared_tokenizer
 
 from lcopt import synthetic
-from lcopt.prompts import build_prompt, middle_truncate
-from lcopt.tasks import get_task
+from lcopt.prompts import build_prompt, fill_template, kept_spans, middle_truncate
+from lcopt.tasks import TASKS, get_task
 from lcopt.tokenization import has_chat_template
 
 HEAD = "You are given several news passages. Write a one-page summary of all news. \n\nNews:\n"
@@ -211,6 +211,93 @@ def test_budget_too_small_for_the_template(llama_tokenizer, multi_news):
             build_prompt(tok, task, row, budget)
     p = build_prompt(tok, task, row, overhead + 2)  # the smallest budget that leaves 2 tokens
     assert p.truncated and p.n_tokens <= overhead + 2
+
+
+# --- the content the support metrics read ------------------------------------------------------
+
+
+@pytest.mark.parametrize("task_name", sorted(TASKS))
+def test_fill_template_is_str_format_and_finds_the_fields(task_name):
+    template = get_task(task_name).template
+    fields = {"context": "CTX {not a field} ctx", "input": "the question?"}
+    text, spans = fill_template(template, **fields)
+    assert text == template.format(**fields)
+    named = [name for name in ("context", "input") if "{" + name + "}" in template]  # summaries have no input
+    assert "context" in named and [text[a:b] for a, b in spans] == [fields[name] for name in named]
+
+
+def test_content_is_the_context_and_question_not_the_templates(llama_tokenizer, multi_news):
+    """Issue 21: support was taken against the whole prompt, so Llama-3.1's chat header ("Cutting
+    Knowledge Date: December 2023") supported a hallucinated "December 2023"."""
+    from lcopt.metrics import unsupported_entity_rate, unsupported_token_rate
+
+    tok = llama_tokenizer
+    task = get_task("hotpotqa")
+    row = {"_id": "x", "context": multi_news[0]["context"][:2000], "input": "Who led the protest?"}
+    p = build_prompt(tok, task, row, HUGE)
+    assert "Cutting Knowledge Date: December 2023" in p.text and "Answer the question" in p.text
+    assert p.content == row["context"] + "\n\n" + row["input"]
+    assert unsupported_entity_rate("December 2023", p.text) == 0.0  # the template's words supported it
+    assert unsupported_entity_rate("December 2023", p.content) == 1.0
+    assert unsupported_token_rate("Cutting Knowledge", p.content) == 1.0
+    # multi_news has no question: the content is the context alone
+    news = build_prompt(tok, get_task("multi_news"), multi_news[0], HUGE)
+    assert news.content == multi_news[0]["context"]
+
+
+@pytest.mark.parametrize("budget", [1024, 4096])
+def test_truncated_content_is_what_the_truncation_kept(llama_tokenizer, long_rows, budget):
+    """The content of a cut prompt is the context's kept head and tail and the question, character for
+    character what the model read (Llama-3.1's byte-level BPE decodes back to the text)."""
+    tok = llama_tokenizer
+    task = get_task("hotpotqa")
+    for row in long_rows:
+        row = row | {"input": "Which city hosted the protest?"}
+        p = build_prompt(tok, task, row, budget)
+        assert p.truncated
+        user_text, fields = fill_template(task.template, context=row["context"], input=row["input"])
+        kept = kept_spans(tok, user_text, budget - (p.n_tokens_untruncated - _n(tok, user_text, False)))
+        (head_start, head_end), (tail_start, tail_end) = kept
+        assert head_start == 0 and tail_end == len(user_text)
+        # the spans are exactly the user text that reached the model
+        assert user_text[:head_end] + user_text[tail_start:] == _user_part(p.text)
+        c0 = fields[0][0]
+        head, tail = row["context"][: head_end - c0], row["context"][tail_start - c0 :]
+        assert p.content == f"{head}\n\n{tail}\n\n{row['input']}"
+        assert row["context"].startswith(head[:200]) and len(head) > 200 and len(tail) > 200
+        mid = len(row["context"]) // 2
+        assert row["context"][mid : mid + 200] not in p.content  # the cut middle is not support
+        assert "Answer the question" not in p.content and "<|start_header_id|>" not in p.content
+
+
+def test_demo_tokenizer_content_of_a_truncated_prompt(demo_tokenizer):
+    """A word-level tokenizer (its decoder spaces words, lower-cases): the offsets still find the cut."""
+    tok = demo_tokenizer
+    task = get_task("passkey")
+    row = next(synthetic.generate("passkey", 700, 1, seed=5))
+    p = build_prompt(tok, task, row, 300)
+    assert p.truncated
+    words = p.content.split()
+    kept = tok(p.text, add_special_tokens=False)["input_ids"]
+    content_ids = tok(p.content, add_special_tokens=False)["input_ids"]
+    assert 200 < len(content_ids) < 300 and len(words) == len(content_ids)
+    assert p.content.endswith(row["input"]) and row["context"].startswith(p.content.split("\n\n")[0])
+    # every content word is a word of what the model read, in order
+    text_ids = iter(kept)
+    assert all(any(i == j for j in text_ids) for i in content_ids)
+
+
+def test_prompt_rows_carry_the_content(tmp_path):
+    from lcopt.io import read_jsonl, write_jsonl_atomic
+    from lcopt.models import DEMO_MODEL
+    from lcopt.prompts import write_prompts
+
+    rows = list(synthetic.generate("passkey", 200, 2, seed=0))
+    write_jsonl_atomic(tmp_path / "rows.jsonl", rows)
+    write_prompts(DEMO_MODEL, "passkey", tmp_path / "rows.jsonl", 4000, tmp_path / "p.jsonl")
+    for row, prompt in zip(rows, read_jsonl(tmp_path / "p.jsonl"), strict=True):
+        assert not prompt["truncated"] and prompt["content"] == row["context"] + "\n\n" + row["input"]
+        assert "<|assistant|>" in prompt["prompt"] and "<|assistant|>" not in prompt["content"]
 
 
 # --- the demo model's word-level tokenizer on synthetic rows ---------------------------------------

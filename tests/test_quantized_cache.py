@@ -34,7 +34,7 @@ def test_bytes_and_answer_against_full_precision(demo, technique="quanto4"):
     enc, answer = passkey_prompt(tokenizer, seed=4)
     with torch.inference_mode():
         full = model.generate(**enc, max_new_tokens=8, do_sample=False, return_dict_in_generate=True)
-        cache = make_cache(technique, model.config, OPTIONS)
+        cache = make_cache(technique, model.config, {technique: OPTIONS})
         out = model.generate(
             **enc, past_key_values=cache, max_new_tokens=8, do_sample=False, return_dict_in_generate=True
         )

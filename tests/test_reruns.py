@@ -1,9 +1,10 @@
 """What reruns, on a copy of the repository (its code is edited here, never the checkout's): a finished
 run reruns nothing when its config is re-saved with its keys in another order; editing a scoring
 function reruns scoring and not inference; editing a technique reruns its variants and their
-inference only; editing one model's released checkpoint reruns that model's variant only. The run
-itself records the code's commit in every prediction and score, and prompts a released checkpoint
-(the real Minitron-4B-Width-Base tokenizer and generation config, a tiny body) as itself."""
+inference only, and editing KIVI's files (its kernels included) its own inference jobs only; editing
+one model's released checkpoint reruns that model's variant only. The run itself records the code's
+commit in every prediction and score, and prompts a released checkpoint (the real Minitron-4B-Width-Base
+tokenizer and generation config, a tiny body) as itself."""
 
 import contextlib
 import json
@@ -32,7 +33,7 @@ def config(checkpoint: Path) -> dict:
             "demo-b": {"path": "lcopt-demo", "max_input_tokens": 600},  # its prune variant: a released checkpoint
         },
         "datasets": {"passkey-200": {"synthetic": "passkey", "words": 200}},
-        "stacks": ["baseline", "prune"],
+        "stacks": ["baseline", "prune", "kivi4"],
         "prune": {
             "hidden": 0.75,
             "intermediate": 0.5,
@@ -151,7 +152,7 @@ def test_editing_a_scoring_function_reruns_scoring_not_inference(run):
     body = "    return f1_score(normalize_answer(prediction).split(), normalize_answer(ground_truth).split())\n"
     with copy.edited("src/lcopt/metrics.py", body, "    # edited\n" + body):
         counts = job_counts(copy.snakemake(config(checkpoint), "-n"))
-    assert counts == {"score": 4, "aggregate": 1, "sample_table": 1, "plots": 1, "report_files": 1, "all": 1}
+    assert counts == {"score": 6, "aggregate": 1, "sample_table": 1, "plots": 1, "report_files": 1, "all": 1}
 
 
 def test_editing_a_technique_reruns_its_variants_and_their_inference_only(run):
@@ -170,6 +171,27 @@ def test_editing_a_technique_reruns_its_variants_and_their_inference_only(run):
         "report_files": 1,
         "all": 1,
     }
+
+
+@pytest.mark.parametrize("name", ["src/lcopt/techniques/kivi/reference.py", "src/lcopt/techniques/kivi/kernels.py"])
+def test_editing_kivi_reruns_the_kivi_jobs_only(run, name):
+    """The fast engine's shared cache module no longer imports KIVI, so the baseline's and prune's
+    inference do not hash KIVI's code (a comment in it used to rerun every inference job)."""
+    copy, checkpoint = run
+    first = (copy.root / name).read_text().splitlines()[0]
+    with copy.edited(name, first, "# edited\n" + first):
+        out = copy.snakemake(config(checkpoint), "-n")
+    assert job_counts(out) == {
+        "inference": 2,
+        "score": 2,
+        "aggregate": 1,
+        "sample_table": 1,
+        "plots": 1,
+        "report_files": 1,
+        "all": 1,
+    }
+    inference = [block for block in out.split("rule ")[1:] if block.startswith("inference:")]
+    assert len(inference) == 2 and all("stack=kivi4" in block for block in inference), inference
 
 
 def test_editing_one_model_s_checkpoint_reruns_that_model_s_variant_only(run, tmp_path):

@@ -1,7 +1,7 @@
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from lcopt.roofline import prefill_flops, weight_bytes
+from lcopt.roofline import decode_bytes, prefill_flops, weight_bytes
 
 
 class PackedLinear(torch.nn.Module):
@@ -27,3 +27,17 @@ def test_quantized_layers_count_their_full_matmul_in_prefill_flops_and_half_a_by
     mlp.down_proj = PackedLinear(mlp.down_proj)
     assert prefill_flops(model, 100) == flops
     assert weight_bytes(model) == read - 64 * 128 * 2 + 64 * 128 // 2
+
+
+def test_a_decode_step_reads_one_row_of_the_embedding_and_the_lm_head_once():
+    """The issue-22 definition: every decoder and LM-head weight once, the embedding's one row (the token
+    embedded); a tied LM head reads the whole table, counted once."""
+    small = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2}  # fmt: skip
+    untied = LlamaForCausalLM(LlamaConfig(**small, tie_word_embeddings=False)).to(torch.bfloat16)
+    every = sum(p.numel() for p in untied.parameters()) * 2
+    assert weight_bytes(untied) == every - 256 * 64 * 2 + 64 * 2
+    tied = LlamaForCausalLM(LlamaConfig(**small, tie_word_embeddings=True)).to(torch.bfloat16)
+    assert tied.lm_head.weight is tied.model.embed_tokens.weight
+    assert weight_bytes(tied) == sum(p.numel() for p in tied.parameters()) * 2  # parameters() dedupes: once
+    assert decode_bytes(tied, 1000.0, 100, 10) == weight_bytes(tied) + 1000.0 * 105

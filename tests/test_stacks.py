@@ -18,7 +18,7 @@ def test_cache_side_technique_only_changes_the_cache():
     [
         ("turbo", "unknown technique"),
         ("kivi4+kivi4", "twice"),
-        ("kivi4+kivi2", "at most one KV-cache method"),
+        ("kivi4+kivi2", "at most one KV-cache representation"),
         ("baseline+kivi4", "unknown technique"),
         ("gptq4+rtn4", "must be the last model-side technique"),
         ("gptq4+prune", "must be the last model-side technique"),

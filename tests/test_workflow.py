@@ -149,6 +149,27 @@ def test_changed_tables_redraw_the_report_and_nothing_else(finished_run):
         assert counts == expected, changed
 
 
+def test_a_damaged_score_file_fails_aggregate_naming_it_and_keeps_the_old_tables(finished_run, tmp_path):
+    """A garbage score summary stops the aggregate job with the file and the command that rebuilds it;
+    the rule's update() flag has Snakemake restore the previous tables instead of leaving none; that
+    command reruns the one score job. On a copy of the finished run (the fixture stays as it was)."""
+    import shutil
+
+    work = tmp_path / "run"
+    shutil.copytree(finished_run, work, symlinks=True)
+    tables = {p.name: p.read_bytes() for p in (work / "results/tables").iterdir()}
+    summary = "results/scores/demo/lingua2/passkey-200.summary.json"
+    (work / summary).write_text("{garbage")
+    returncode, out = run_snakemake(work, TINY)
+    assert returncode != 0
+    assert f"ScoreFileError: {summary}: not a JSON summary" in out, out[-3000:]
+    assert f"rebuild it with `snakemake --cores 1 --force {summary}`" in out
+    assert "Restored previous version of results/tables/paired.csv" in out
+    assert {p.name: p.read_bytes() for p in (work / "results/tables").iterdir()} == tables
+    assert job_counts(snakemake(work, TINY, "--force", summary)) == {"score": 1}
+    assert json.loads((work / summary).read_text())["stack"] == "lingua2"
+
+
 def test_adding_a_dataset_schedules_its_jobs_and_reruns_each_stack_s_inference(finished_run):
     """On a CPU one inference job runs all datasets of a stack (rules/inference.smk), so a new dataset reruns
     it: the other datasets' predictions are made again, and scored again."""

@@ -14,6 +14,7 @@ from lcopt.stacks import StackError, expand_levels, parse_stack
 from lcopt.tasks import get_task
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
+SCHEMA_KEYS = frozenset(yaml.safe_load(SCHEMA_PATH.read_text())["properties"])
 
 
 class ConfigError(ValueError):
@@ -57,6 +58,26 @@ def load_technique_modules(config: dict, source: str = "config") -> None:
             ) from exc
 
 
+def register_technique_aliases(config: dict, source: str = "config") -> None:
+    """The config's `technique_aliases` (new name -> technique), registered before the schema is built,
+    so each alias gets the technique's option block under its own name."""
+    aliases = config.get("technique_aliases", {})
+    if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
+        raise ConfigError(f"{source}: key 'technique_aliases': expected a mapping of new name -> technique name")
+    known = techniques.registry()
+    for alias, base in aliases.items():
+        where = f"{source}: key 'technique_aliases.{alias}'"
+        if base not in known or known[base].alias_of:
+            allowed = ", ".join(sorted(n for n, t in known.items() if not t.alias_of))
+            raise ConfigError(f"{where}: {base!r} is not a technique; allowed: {allowed}")
+        if alias in SCHEMA_KEYS:
+            raise ConfigError(f"{where}: {alias!r} is a key of lcopt's own config; choose another name")
+        try:
+            techniques.register_aliases({alias: base})
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+
 def _key(path: Sequence) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
@@ -68,6 +89,8 @@ def _allowed(error: jsonschema.ValidationError) -> str:
         return f"allowed keys: {', '.join(allowed)}" if allowed else ""
     if "enum" in s:
         return "allowed: " + ", ".join(map(str, s["enum"]))
+    if "anyOf" in s and s.get("description"):
+        return f"expected {s['description']}"
     if "type" in s:
         bounds = [f"{k} {s[k]}" for k in ("minimum", "maximum", "pattern") if k in s]
         return f"expected {s['type']}" + (f" ({', '.join(bounds)})" if bounds else "")
@@ -108,6 +131,7 @@ def validate(config: dict, source: str = "config") -> dict:
     if not isinstance(config, dict):
         raise ConfigError(f"{source}: the config must be a mapping, got {type(config).__name__}")
     load_technique_modules(config, source)
+    register_technique_aliases(config, source)
     sch = schema()
     errors = sorted(_Validator(sch).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -283,14 +307,16 @@ def load(paths: Sequence[str | Path]) -> dict:
 
 def _type(node: dict) -> str:
     """A schema node's type in words: the type (or types), its allowed values and bounds."""
+    if "anyOf" in node and "type" not in node:  # e.g. an eviction budget: a count, or a share of the prompt
+        return " or ".join(_type(alternative) for alternative in node["anyOf"])
     kinds = node.get("type", "any")
     text = " or ".join(kinds) if isinstance(kinds, list) else kinds
     if text == "array":
         text = f"list of {_type(node.get('items', {}))}"
     if "enum" in node:
         text += " (one of " + ", ".join(map(str, node["enum"])) + ")"
-    bounds = [f"{word} {node[key]}" for key, word in (("minimum", "≥"), ("maximum", "≤")) if key in node]
-    bounds += [f"> {node['exclusiveMinimum']}"] if "exclusiveMinimum" in node else []
+    words = {"minimum": "≥", "maximum": "≤", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
+    bounds = [f"{word} {node[key]}" for key, word in words.items() if key in node]
     return text + (f", {', '.join(bounds)}" if bounds else "")
 
 

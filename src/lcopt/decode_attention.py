@@ -1,20 +1,13 @@
 """Attention of one new token over a static KV cache, fused with the cache's dequantization.
 
-One Triton kernel serves every cache format of the fast engine (`lcopt.static_cache`): plain
-(bf16/fp16/fp32), float8 with a scale per KV head, and KIVI's packed 2/4-bit codes with their
-full-precision residual windows. It is flash-decoding: the cached tokens are cut into `splits`
-chunks, one program per (KV head, chunk) reads its chunk once, dequantizes in registers and keeps an
-online softmax for all the query heads that share the KV head (GQA); a second kernel merges the
-chunks by their log-sum-exp. The valid length is read from device memory, so one CUDA graph serves
-every decode step. `attend_reference` is the same computation in plain torch (CPU path, tests).
-
-KIVI layout (`static_cache.KIVICache`): codes packed along the channels in planes, byte j of a token
-holding channel j + p * D / planes at bits p * bits (`static_cache.pack_planes`), so that each plane
-is a contiguous slice of the channels and one matmul; keys grouped per channel over `group_size`
-consecutive tokens (scale and minimum [groups, D]; a tile is one group), values per token over
-`group_size` consecutive channels (scale and minimum [S, D // group_size]). Keys at positions >=
-`(len // R) * R` and values at positions >= `len - R` are read from the bf16 residual buffers at
-slot `pos % R`.
+The shared dense kernel of the fast engine's caches (`lcopt.static_cache`): plain (bf16/fp16/fp32),
+or float8 with a scale per KV head (`techniques/fp8kv.py`). It is flash-decoding: the cached tokens are
+cut into `splits` chunks, one program per (KV head, chunk) reads its chunk once, converts in registers
+and keeps an online softmax for all the query heads that share the KV head (GQA); a second kernel
+merges the chunks by their log-sum-exp (`_decode_combine`, which a quantized cache's own kernel may
+reuse: KIVI's lives in `techniques/kivi/kernels.py`). The valid length is read from device memory, so
+one CUDA graph serves every decode step. `attend_reference` is the same computation in plain torch
+(CPU path, tests).
 """
 
 from __future__ import annotations
@@ -101,186 +94,6 @@ if triton is not None:
         tl.store(LSE + rows * tl.num_programs(1) + s, tl.where(has, m_i + tl.log(safe_l), float("-inf")), mask=gmask)
 
     @triton.jit
-    def _kivi_keys(KC, KS, KM, KR, h, n0, offs_n, nmask, kq, offs_c, plane: tl.constexpr,
-                   stride_ch, stride_cn, stride_ksh, stride_ksg, stride_rh, stride_rn,
-                   BITS: tl.constexpr, GK: tl.constexpr, R: tl.constexpr, DP: tl.constexpr,
-                   dtype: tl.constexpr, QUANT: tl.constexpr):  # fmt: skip
-        """One plane of a tile of GK keys: codes x the group's scale + minimum, or the bf16 residual.
-        QUANT: the caller knows the tile is quantized (no branch: the loop can be pipelined)."""
-        if QUANT or n0 + GK <= kq:  # tiles are key groups and never straddle the quantized length
-            b = tl.load(KC + h * stride_ch + offs_n[:, None] * stride_cn + offs_c[None, :])
-            codes = ((b >> (BITS * plane)) & ((1 << BITS) - 1)).to(tl.float32)
-            row = h * stride_ksh + (n0 // GK) * stride_ksg + plane * DP + offs_c
-            k = codes * tl.load(KS + row).to(tl.float32)[None, :] + tl.load(KM + row).to(tl.float32)[None, :]
-            k = k.to(dtype)
-        else:
-            k = tl.load(KR + h * stride_rh + (offs_n % R)[:, None] * stride_rn + (plane * DP + offs_c)[None, :],
-                        mask=nmask[:, None], other=0.0).to(dtype)  # fmt: skip
-        return k
-
-    @triton.jit
-    def _kivi_values(VC, VS, VM, VR, h, n0, offs_n, nmask, vq, offs_c, plane: tl.constexpr,
-                     stride_ch, stride_cn, stride_vsh, stride_vsn, stride_rh, stride_rn,
-                     BITS: tl.constexpr, GK: tl.constexpr, GV: tl.constexpr, R: tl.constexpr, DP: tl.constexpr,
-                     dtype: tl.constexpr, QUANT: tl.constexpr):  # fmt: skip
-        """One plane of a tile of values: per-token codes x scale + minimum below `vq`, residual above."""
-        if QUANT:
-            b = tl.load(VC + h * stride_ch + offs_n[:, None] * stride_cn + offs_c[None, :])
-            codes = ((b >> (BITS * plane)) & ((1 << BITS) - 1)).to(tl.float32)
-            group = offs_n[:, None] * stride_vsn + ((plane * DP + offs_c) // GV)[None, :]
-            sc = tl.load(VS + h * stride_vsh + group).to(tl.float32)
-            mn = tl.load(VM + h * stride_vsh + group).to(tl.float32)
-            return (codes * sc + mn).to(dtype)
-        quant = offs_n < vq
-        res = (offs_n >= vq) & nmask
-        if n0 + GK <= vq:
-            b = tl.load(VC + h * stride_ch + offs_n[:, None] * stride_cn + offs_c[None, :])
-        else:
-            b = tl.load(VC + h * stride_ch + offs_n[:, None] * stride_cn + offs_c[None, :],
-                        mask=quant[:, None], other=0)  # fmt: skip
-        codes = ((b >> (BITS * plane)) & ((1 << BITS) - 1)).to(tl.float32)
-        group = offs_n[:, None] * stride_vsn + ((plane * DP + offs_c) // GV)[None, :]
-        sc = tl.load(VS + h * stride_vsh + group, mask=quant[:, None], other=0.0).to(tl.float32)
-        mn = tl.load(VM + h * stride_vsh + group, mask=quant[:, None], other=0.0).to(tl.float32)
-        v = (codes * sc + mn).to(dtype)
-        if n0 + GK > vq:
-            r = tl.load(VR + h * stride_rh + (offs_n % R)[:, None] * stride_rn + (plane * DP + offs_c)[None, :],
-                        mask=res[:, None], other=0.0).to(dtype)  # fmt: skip
-            v = tl.where(quant[:, None], v, r)
-        return v
-
-    @triton.jit
-    def _kivi_step(q0, q1, q2, q3, acc0, acc1, acc2, acc3, m_i, l_i, n0, end, kq, vq, sm_scale,
-                   KC, VC, KS, KM, VS, VM, KR, VR, h, offs_c,
-                   stride_ch, stride_cn, stride_ksh, stride_ksg, stride_vsh, stride_vsn, stride_rh, stride_rn,
-                   PB: tl.constexpr, BITS: tl.constexpr, GK: tl.constexpr, GV: tl.constexpr, R: tl.constexpr,
-                   DP: tl.constexpr, dtype: tl.constexpr, IEEE: tl.constexpr, QUANT: tl.constexpr):  # fmt: skip
-        """One tile of GK tokens: scores over the key planes, online softmax, the value planes."""
-        offs_n = n0 + tl.arange(0, GK)
-        nmask = offs_n < end
-        k0 = _kivi_keys(
-            KC, KS, KM, KR, h, n0, offs_n, nmask, kq, offs_c, 0,
-            stride_ch, stride_cn, stride_ksh, stride_ksg, stride_rh, stride_rn, BITS,
-            GK, R, DP, dtype, QUANT,
-        )  # fmt: skip
-        k1 = _kivi_keys(
-            KC, KS, KM, KR, h, n0, offs_n, nmask, kq, offs_c, 1,
-            stride_ch, stride_cn, stride_ksh, stride_ksg, stride_rh, stride_rn, BITS,
-            GK, R, DP, dtype, QUANT,
-        )  # fmt: skip
-        scores = _dot(q0, tl.trans(k0), IEEE) + _dot(q1, tl.trans(k1), IEEE)
-        if PB == 4:
-            k2 = _kivi_keys(
-                KC, KS, KM, KR, h, n0, offs_n, nmask, kq, offs_c, 2,
-                stride_ch, stride_cn, stride_ksh, stride_ksg, stride_rh, stride_rn, BITS,
-                GK, R, DP, dtype, QUANT,
-            )  # fmt: skip
-            k3 = _kivi_keys(
-                KC, KS, KM, KR, h, n0, offs_n, nmask, kq, offs_c, 3,
-                stride_ch, stride_cn, stride_ksh, stride_ksg, stride_rh, stride_rn, BITS,
-                GK, R, DP, dtype, QUANT,
-            )  # fmt: skip
-            scores += _dot(q2, tl.trans(k2), IEEE) + _dot(q3, tl.trans(k3), IEEE)
-        scores = tl.where(nmask[None, :], scores * sm_scale, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(scores, 1))
-        p = tl.exp(scores - m_new[:, None])
-        alpha = tl.exp(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        p = p.to(dtype)
-        v0 = _kivi_values(
-            VC, VS, VM, VR, h, n0, offs_n, nmask, vq, offs_c, 0,
-            stride_ch, stride_cn, stride_vsh, stride_vsn, stride_rh, stride_rn, BITS,
-            GK, GV, R, DP, dtype, QUANT,
-        )  # fmt: skip
-        v1 = _kivi_values(
-            VC, VS, VM, VR, h, n0, offs_n, nmask, vq, offs_c, 1,
-            stride_ch, stride_cn, stride_vsh, stride_vsn, stride_rh, stride_rn, BITS,
-            GK, GV, R, DP, dtype, QUANT,
-        )  # fmt: skip
-        acc0 = acc0 * alpha[:, None] + _dot(p, v0, IEEE)
-        acc1 = acc1 * alpha[:, None] + _dot(p, v1, IEEE)
-        if PB == 4:
-            v2 = _kivi_values(
-                VC, VS, VM, VR, h, n0, offs_n, nmask, vq, offs_c, 2,
-                stride_ch, stride_cn, stride_vsh, stride_vsn, stride_rh, stride_rn, BITS,
-                GK, GV, R, DP, dtype, QUANT,
-            )  # fmt: skip
-            v3 = _kivi_values(
-                VC, VS, VM, VR, h, n0, offs_n, nmask, vq, offs_c, 3,
-                stride_ch, stride_cn, stride_vsh, stride_vsn, stride_rh, stride_rn, BITS,
-                GK, GV, R, DP, dtype, QUANT,
-            )  # fmt: skip
-            acc2 = acc2 * alpha[:, None] + _dot(p, v2, IEEE)
-            acc3 = acc3 * alpha[:, None] + _dot(p, v3, IEEE)
-        return acc0, acc1, acc2, acc3, m_new, l_i
-
-    @triton.jit
-    def _decode_partial_kivi(
-        Q, KC, VC, KS, KM, VS, VM, KR, VR, LEN, OUT, LSE,
-        stride_qh, stride_ch, stride_cn, stride_ksh, stride_ksg, stride_vsh, stride_vsn, stride_rh, stride_rn,
-        stride_oh, stride_os,
-        sm_scale,
-        G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, SPLIT: tl.constexpr,
-        BITS: tl.constexpr, GK: tl.constexpr, GV: tl.constexpr, R: tl.constexpr, IEEE: tl.constexpr,
-    ):  # fmt: skip
-        """KIVI: codes in planes (byte j of a token holds channel j + p * D / planes at bits p * BITS), so
-        keys and values split into 2 or 4 planes of D / planes channels, each plane one matmul, no
-        shuffling of codes across lanes; tiles of one key group (its scale and minimum are one row).
-        Below `vq` keys and values are both quantized: a loop without branches, which Triton pipelines;
-        the last tiles (at most 2 x R tokens) go through the general path with the residual windows."""
-        h = tl.program_id(0)
-        s = tl.program_id(1)
-        length = tl.load(LEN).to(tl.int32)
-        start = s * SPLIT
-        end = tl.minimum(start + SPLIT, length)
-        kq = (length // R) * R
-        vq = tl.maximum(length - R, 0)
-        both = tl.minimum((vq // GK) * GK, end)  # tiles before this hold quantized keys and values only
-        PB: tl.constexpr = 8 // BITS
-        DP: tl.constexpr = D // PB
-        offs_g = tl.arange(0, G_PAD)
-        offs_c = tl.arange(0, DP)
-        gmask = offs_g < G
-        rows = h * G + offs_g
-        qrow = Q + rows[:, None] * stride_qh
-        dtype = Q.dtype.element_ty
-        q0 = tl.load(qrow + offs_c[None, :], mask=gmask[:, None], other=0.0)
-        q1 = tl.load(qrow + (DP + offs_c)[None, :], mask=gmask[:, None], other=0.0)
-        q2 = q0
-        q3 = q0
-        if PB == 4:
-            q2 = tl.load(qrow + (2 * DP + offs_c)[None, :], mask=gmask[:, None], other=0.0)
-            q3 = tl.load(qrow + (3 * DP + offs_c)[None, :], mask=gmask[:, None], other=0.0)
-        acc0 = tl.zeros([G_PAD, DP], tl.float32)
-        acc1 = tl.zeros([G_PAD, DP], tl.float32)
-        acc2 = tl.zeros([G_PAD, DP], tl.float32)
-        acc3 = tl.zeros([G_PAD, DP], tl.float32)
-        m_i = tl.full([G_PAD], float("-inf"), tl.float32)
-        l_i = tl.zeros([G_PAD], tl.float32)
-        for n0 in range(start, both, GK):
-            acc0, acc1, acc2, acc3, m_i, l_i = _kivi_step(
-                q0, q1, q2, q3, acc0, acc1, acc2, acc3, m_i, l_i, n0, end, kq, vq, sm_scale,
-                KC, VC, KS, KM, VS, VM, KR, VR, h, offs_c,
-                stride_ch, stride_cn, stride_ksh, stride_ksg, stride_vsh, stride_vsn, stride_rh, stride_rn,
-                PB, BITS, GK, GV, R, DP, dtype, IEEE, True,
-            )  # fmt: skip
-        for n0 in range(tl.maximum(start, both), end, GK):
-            acc0, acc1, acc2, acc3, m_i, l_i = _kivi_step(
-                q0, q1, q2, q3, acc0, acc1, acc2, acc3, m_i, l_i, n0, end, kq, vq, sm_scale,
-                KC, VC, KS, KM, VS, VM, KR, VR, h, offs_c,
-                stride_ch, stride_cn, stride_ksh, stride_ksg, stride_vsh, stride_vsn, stride_rh, stride_rn,
-                PB, BITS, GK, GV, R, DP, dtype, IEEE, False,
-            )  # fmt: skip
-        has = start < length
-        _finish(acc0, l_i, has, 1.0, OUT, rows, gmask, offs_c, stride_oh, stride_os, s)
-        _finish(acc1, l_i, has, 1.0, OUT, rows, gmask, DP + offs_c, stride_oh, stride_os, s)
-        if PB == 4:
-            _finish(acc2, l_i, has, 1.0, OUT, rows, gmask, 2 * DP + offs_c, stride_oh, stride_os, s)
-            _finish(acc3, l_i, has, 1.0, OUT, rows, gmask, 3 * DP + offs_c, stride_oh, stride_os, s)
-        safe_l = tl.where(l_i > 0, l_i, 1.0)
-        tl.store(LSE + rows * tl.num_programs(1) + s, tl.where(has, m_i + tl.log(safe_l), float("-inf")), mask=gmask)
-
-    @triton.jit
     def _decode_combine(
         PARTIAL, LSE, OUT, stride_oh, stride_os, NSPLIT: tl.constexpr, S_PAD: tl.constexpr, D: tl.constexpr
     ):
@@ -309,13 +122,14 @@ def plan_splits(max_len: int, kv_heads: int, block_n: int = 64, programs: int = 
 class DecodeAttention:
     """Buffers and launch parameters of the fused decode attention for one cache (all layers)."""
 
-    def __init__(self, q_heads: int, kv_heads: int, head_dim: int, max_len: int, device, dtype, block_n: int = 64):
+    def __init__(self, q_heads: int, kv_heads: int, head_dim: int, max_len: int, device, dtype, block_n: int = 64,
+                 programs: int = 1056):  # fmt: skip
         if q_heads % kv_heads:
             raise ValueError(f"{q_heads} query heads are not a multiple of {kv_heads} KV heads")
         self.q_heads, self.kv_heads, self.head_dim = q_heads, kv_heads, head_dim
         self.group = q_heads // kv_heads
         self.block_n = block_n
-        self.split, self.nsplit = plan_splits(max_len, kv_heads, block_n)
+        self.split, self.nsplit = plan_splits(max_len, kv_heads, block_n, programs)
         self.partial = torch.empty(q_heads, self.nsplit, head_dim, device=device, dtype=torch.float32)
         self.lse = torch.empty(q_heads, self.nsplit, device=device, dtype=torch.float32)
         self.ieee = dtype == torch.float32
@@ -339,18 +153,6 @@ class DecodeAttention:
             q.stride(0), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
             self.partial.stride(0), self.partial.stride(1), self.sm_scale,
             BLOCK_N=self.block_n, FP8=fp8, **self.launch, num_warps=4, num_stages=1 if self.ieee else 3,
-        )  # fmt: skip
-        return self._combine(q)
-
-    def kivi(self, q, length, kc, vc, ks, km, vs, vm, kr, vr, bits: int, gk: int, gv: int, residual: int):
-        """q [Hq, D] over KIVI codes (planar bytes [Hkv, S, D * bits / 8]), scales, and residuals."""
-        if self.split % gk:
-            raise ValueError(f"split {self.split} is not a multiple of the key group {gk}")
-        _decode_partial_kivi[(self.kv_heads, self.nsplit)](
-            q, kc, vc, ks, km, vs, vm, kr, vr, length, self.partial, self.lse,
-            q.stride(0), kc.stride(0), kc.stride(1), ks.stride(0), ks.stride(1), vs.stride(0), vs.stride(1),
-            kr.stride(0), kr.stride(1), self.partial.stride(0), self.partial.stride(1), self.sm_scale,
-            BITS=bits, GK=gk, GV=gv, R=residual, **self.launch, num_warps=4, num_stages=1 if self.ieee else 3,
         )  # fmt: skip
         return self._combine(q)
 

@@ -7,6 +7,11 @@ locks when the process ends, however it ends (a SIGKILL included), so a slot can
 
 Inside a SLURM job (`SLURM_JOB_ID` set) the scheduler has already given the job its own devices in
 CUDA_VISIBLE_DEVICES; jobs on one node may all see theirs as device 0, so no locks are taken there.
+
+`LCOPT_JOBS_PER_GPU=k` (default 1) gives each device k slots, so k jobs share one GPU (with
+`--resources gpu=<k x GPUs>`). That is for throughput on small models whose decode is bound by kernel
+latency (run NVIDIA's MPS daemon so that their kernels overlap): their per-token times are then not
+a latency measurement, and each job exports `LCOPT_GPU_SHARED_BY=k` so that the predictions say so.
 """
 
 from __future__ import annotations
@@ -30,6 +35,21 @@ def default_slots_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"lcopt-gpu-slots-{os.getuid()}"
 
 
+SHARED_BY_ENV = "LCOPT_GPU_SHARED_BY"
+
+
+def jobs_per_gpu() -> int:
+    """Slots per device (`LCOPT_JOBS_PER_GPU`, default 1)."""
+    text = os.environ.get("LCOPT_JOBS_PER_GPU", "1")
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"LCOPT_JOBS_PER_GPU={text!r}: must be a positive integer (jobs that share one GPU)")
+    return value
+
+
 def visible_devices() -> list[str]:
     """The devices this process may use: CUDA_VISIBLE_DEVICES if set, else every GPU nvidia-smi lists."""
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -51,7 +71,8 @@ def claim(
     timeout_s: float = 600.0,
     poll_s: float = 0.5,
 ) -> Iterator[list[str]]:
-    """Hold `n` free devices and export them as CUDA_VISIBLE_DEVICES for the duration of the block."""
+    """Hold `n` free devices and export them as CUDA_VISIBLE_DEVICES for the duration of the block (a free
+    slot of each, with `LCOPT_JOBS_PER_GPU` > 1; never two slots of one device)."""
     if n <= 0:
         yield []
         return
@@ -64,16 +85,19 @@ def claim(
         return
     slots_dir = Path(slots_dir) if slots_dir else default_slots_dir()
     slots_dir.mkdir(parents=True, exist_ok=True)
+    per_gpu = jobs_per_gpu()
+    slots = [(device, k) for k in range(per_gpu) for device in devices]  # spread jobs over devices first
     held: list[tuple[str, int]] = []
     deadline = time.monotonic() + timeout_s
     try:
         while True:
-            for device in devices:
+            for device, k in slots:
                 if len(held) == n:
                     break
                 if any(d == device for d, _ in held):
                     continue
-                fd = os.open(slots_dir / f"gpu-{device}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+                name = f"gpu-{device}.lock" if k == 0 else f"gpu-{device}.slot{k}.lock"
+                fd = os.open(slots_dir / name, os.O_CREAT | os.O_RDWR, 0o644)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -88,16 +112,19 @@ def claim(
                 raise TimeoutError(f"no {n} free GPU slot(s) among {devices} after {timeout_s:.0f} s")
             time.sleep(poll_s)
         chosen = [d for d, _ in held]
-        previous = os.environ.get("CUDA_VISIBLE_DEVICES")
+        previous = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", SHARED_BY_ENV)}
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(chosen)
-        log.info("GPU slot(s) %s (of %s)", chosen, devices)
+        if per_gpu > 1:
+            os.environ[SHARED_BY_ENV] = str(per_gpu)
+        log.info("GPU slot(s) %s (of %s, %d job(s) per GPU)", chosen, devices, per_gpu)
         try:
             yield chosen
         finally:
-            if previous is None:
-                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-            else:
-                os.environ["CUDA_VISIBLE_DEVICES"] = previous
+            for key, value in previous.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
     finally:
         for _, fd in held:
             os.close(fd)  # closing drops the flock

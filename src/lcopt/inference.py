@@ -10,11 +10,13 @@ cache, fused decode attention; the default on a GPU for the architectures it run
 runs one untimed warm-up generation, so library start-up, kernel compilation and graph capture stay
 out of the timed samples. Per sample: time to first token (prefill + first token), per-token decode
 time (mean and median), end to end; peak memory during the sample (torch's peak allocation summed over
-the model's GPUs, or the process's RSS sampled every millisecond on a CPU) and its rise over the
-memory held when the sample began; the KV cache's bytes; on NVIDIA GPUs the devices (name, UUID),
-their NVML memory and the decode energy per token. Every row also says what it ran with: the prompt
-budget (a released checkpoint's own context can be shorter than its base's), the stop tokens of the
-loaded model's generation config, and the commit of lcopt's code (with its dirty flag).
+the model's GPUs, or the process's peak RSS on a CPU: `lcopt.probe.MemoryProbe`) and its rise over the
+memory held when the sample began, and apart the prefill's peak and what is held once the first token
+is out (after an eviction method has dropped what it does not keep); the KV cache's bytes; on NVIDIA
+GPUs the devices (name, UUID), their NVML memory and the decode energy per token. Every row also says
+what it ran with: the prompt budget (a released checkpoint's own context can be shorter than its
+base's), the stop tokens of the loaded model's generation config, and the commit of lcopt's code (with
+its dirty flag).
 
 The prompts must have been built with the tokenizer the variant runs with (`lcopt.prompts` records its
 fingerprint); any other tokenizer is an error, found before the model is loaded.
@@ -22,22 +24,20 @@ fingerprint); any other tokenizer is an error, found before the model is loaded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
-import statistics
-import threading
 import time
-from itertools import pairwise
 from pathlib import Path
 
-import psutil
 import torch
 from tqdm import tqdm
-from transformers.generation.streamers import BaseStreamer
 
+from lcopt.gpus import SHARED_BY_ENV
 from lcopt.io import read_jsonl, write_jsonl_atomic, write_text_atomic
+from lcopt.probe import MemoryProbe, TokenClock
 from lcopt.prompts import COMPRESSION_FIELDS
 from lcopt.provenance import git_state
 from lcopt.tokenization import tokenizer_sha256
@@ -60,36 +60,27 @@ def is_out_of_memory(exc: BaseException) -> bool:
     )
 
 
-class TokenClock(BaseStreamer):
-    """Stamps the wall time of each generated token (`generate` first puts the prompt, then tokens)."""
-
-    def __init__(self, device: str):
-        self.device = device
-        self.stamps: list[float] = []
-        self._prompt_seen = False
-
-    def put(self, value) -> None:
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        if self._prompt_seen:
-            self.stamps.append(time.perf_counter())
-        self._prompt_seen = True
-
-    def end(self) -> None:
-        pass
-
-
-def make_cache(kv_method: str, model_config, options: dict | None = None):
-    """A fresh cache of the cache-side technique `kv_method` for one `generate` call; `none` (and a
-    technique's own None) is transformers' DynamicCache, which `generate` builds itself."""
+def make_cache(kv_method: str, model_config, options: dict[str, dict] | None = None):
+    """A fresh cache of the cache-side techniques `kv_method` (`kivi4`, `snapkv+kivi4`) for one `generate`
+    call, each technique with its options (`options[name]`; its defaults for what is left out): the
+    representation's cache (None, `none`: transformers' DynamicCache, which `generate` builds itself),
+    behind the eviction method's selection when the stack has one (`lcopt.techniques._eviction`)."""
     if kv_method == "none":
         return None
-    from lcopt.techniques import CacheTechnique, get
+    from lcopt.stacks import StackError, cache_options, cache_parts
+    from lcopt.techniques import get
 
-    technique = get(kv_method)
-    if not isinstance(technique, CacheTechnique):
-        raise ValueError(f"{kv_method!r} is a {technique.side}-side technique, not a KV-cache method")
-    return technique.reference_cache(model_config, dict(options or {}))
+    try:
+        parts = cache_parts(kv_method)
+    except StackError as exc:
+        raise ValueError(f"{kv_method!r} is not a KV-cache method: {exc}") from None
+    options = cache_options(kv_method, options)
+    representation = parts.get("representation")
+    cache = get(representation).reference_cache(model_config, options[representation]) if representation else None
+    if "eviction" in parts:
+        eviction = parts["eviction"]
+        cache = get(eviction).reference_cache(model_config, options[eviction], inner=cache)
+    return cache
 
 
 def cache_bytes(cache) -> int:
@@ -134,111 +125,6 @@ def model_devices(model) -> list[torch.device]:
     return sorted({p.device for p in model.parameters()}, key=str)
 
 
-class MemoryProbe:
-    """Per-sample peak memory of the devices a model uses, plus NVML memory and energy on NVIDIA GPUs."""
-
-    def __init__(self, devices: list[torch.device]):
-        self.cuda = [d for d in devices if d.type == "cuda"]
-        self.nvml = []
-        self.gpus = []
-        if self.cuda:
-            try:
-                import pynvml
-
-                pynvml.nvmlInit()
-                for d in self.cuda:
-                    props = torch.cuda.get_device_properties(d)
-                    uuid = f"GPU-{props.uuid}"
-                    self.nvml.append(pynvml.nvmlDeviceGetHandleByUUID(uuid))
-                    self.gpus.append({"name": props.name, "uuid": uuid})
-                self.pynvml = pynvml
-            except Exception as exc:  # NVML is optional; torch's numbers remain
-                log.warning("NVML unavailable: %s", exc)
-                self.nvml = []
-                self.gpus = [{"name": torch.cuda.get_device_properties(d).name, "uuid": None} for d in self.cuda]
-        self._rss_thread = None
-
-    def _energy_mj(self) -> int | None:
-        try:
-            return sum(self.pynvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in self.nvml) if self.nvml else None
-        except Exception:
-            return None
-
-    def start(self) -> None:
-        if self.cuda:
-            for d in self.cuda:
-                torch.cuda.reset_peak_memory_stats(d)
-            self.start_bytes = sum(torch.cuda.memory_allocated(d) for d in self.cuda)
-            return
-        process = psutil.Process()
-        self.start_bytes = self.peak = process.memory_info().rss
-        if _reset_peak_rss():  # Linux: the kernel keeps the peak; no thread competes with the sample
-            return
-        self._stop = threading.Event()
-
-        def sample():
-            while not self._stop.wait(0.001):
-                self.peak = max(self.peak, process.memory_info().rss)
-
-        self._rss_thread = threading.Thread(target=sample, daemon=True)
-        self._rss_thread.start()
-
-    def mark_decode(self) -> None:
-        """Called when decoding starts (after the first token): energy is counted from here."""
-        self.energy_start = self._energy_mj()
-
-    def read(self) -> dict:
-        if self.cuda:
-            peak = sum(torch.cuda.max_memory_allocated(d) for d in self.cuda)
-            out = {"peak_mem_bytes": peak, "peak_mem_above_start_bytes": peak - self.start_bytes}
-            out["mem_source"] = f"torch.cuda peak allocated, {len(self.cuda)} device(s)"
-            out["gpus"] = self.gpus
-            if self.nvml:
-                out["nvml_used_bytes"] = sum(self.pynvml.nvmlDeviceGetMemoryInfo(h).used for h in self.nvml)
-            return out
-        if self._rss_thread is None:
-            self.peak = _peak_rss()
-            source = "process peak RSS during the sample (the kernel's VmHWM, reset when the sample began)"
-        else:
-            self._stop.set()
-            self._rss_thread.join()
-            self._rss_thread = None
-            self.peak = max(self.peak, psutil.Process().memory_info().rss)
-            source = "process RSS during the sample (sampled every 1 ms)"
-        return {
-            "peak_mem_bytes": self.peak,
-            "peak_mem_above_start_bytes": self.peak - self.start_bytes,
-            "mem_source": source,
-        }
-
-    def decode_energy_j(self) -> float | None:
-        end = self._energy_mj()
-        start = getattr(self, "energy_start", None)
-        return None if end is None or start is None else (end - start) / 1000
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's record of this process's peak RSS (Linux: `5` into /proc/self/clear_refs sets
-    VmHWM to the current RSS); False where that is not possible. Why: the sampler thread it replaces read
-    the RSS every millisecond, missed what rose and fell between reads, and competed with the sample for
-    the GIL (12% of a decode-heavy job's sample time, measured: prune+kivi4 on fact_extraction-1k)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return _peak_rss() > 0
-    except (OSError, ValueError):
-        return False
-
-
-def _peak_rss() -> int:
-    """This process's peak RSS in bytes since the last `_reset_peak_rss` (VmHWM of /proc/self/status)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise ValueError("no VmHWM in /proc/self/status")
-
-
 def weight_kernels(model) -> list[str]:
     """What does the decoder layers' matrix products: `nn.Linear` (cuBLAS / the CPU's BLAS), or the class
     (and kernel) of a quantized layer."""
@@ -260,11 +146,12 @@ class ReferenceRunner:
         self.model, self.kv_method, self.kv_options, self.device = model, kv_method, kv_options, device
         self.cache = None
 
-    def generate(self, ids: list[int], max_new_tokens: int, pad_token_id: int, on_decode=None):
+    def generate(self, ids: list[int], max_new_tokens: int, pad_token_id: int, clock: TokenClock | None = None):
+        """The new tokens; `clock` stamps each (`generate`'s streamer)."""
         self.cache = make_cache(self.kv_method, self.model.config, self.kv_options)
-        clock = TokenClock(self.device)
-        start = time.perf_counter()
-        with torch.inference_mode():
+        # a cache that must see the model's forward (an eviction method's window queries) hooks it here
+        watch = getattr(self.cache, "watch", None)
+        with torch.inference_mode(), watch(self.model) if watch else contextlib.nullcontext():
             out = self.model.generate(
                 torch.tensor([ids], device=self.device),
                 attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
@@ -278,7 +165,7 @@ class ReferenceRunner:
             )
         if self.cache is None:
             self.cache = out.past_key_values
-        return out.sequences[0, len(ids) :].tolist(), clock.stamps, start
+        return out.sequences[0, len(ids) :].tolist()
 
     def kv_cache_bytes(self, tokens: int) -> int:
         return cache_bytes(self.cache)
@@ -289,24 +176,17 @@ class FastRunner:
 
     name = "fast"
 
-    def __init__(self, model, kv_method: str, kv_options: dict, max_len: int):
+    def __init__(self, model, kv_method: str, kv_options: dict, max_len: int, new_tokens: int = 0):
         from lcopt.engine import FastEngine, static_cache_factory
 
         self.model = model
         self.engine = FastEngine(model, static_cache_factory(kv_method, model, kv_options))
-        self.engine.reserve(max_len)
+        self.device = str(self.engine.device)
+        self.engine.reserve(max_len, new_tokens)
 
-    def generate(self, ids: list[int], max_new_tokens: int, pad_token_id: int, on_decode=None):
-        stamps: list[float] = []
-
-        def stamp():
-            stamps.append(time.perf_counter())
-            if len(stamps) == 1 and on_decode:
-                on_decode()
-
-        start = time.perf_counter()
-        tokens = self.engine.generate(ids, max_new_tokens, on_token=stamp)
-        return tokens, stamps, start
+    def generate(self, ids: list[int], max_new_tokens: int, pad_token_id: int, clock: TokenClock | None = None):
+        """The new tokens; `clock` stamps each (the engine's `on_token`)."""
+        return self.engine.generate(ids, max_new_tokens, on_token=clock)
 
     def kv_cache_bytes(self, tokens: int) -> int:
         return self.engine.bytes_for(tokens)
@@ -336,6 +216,7 @@ def prompt_ids(tokenizer, prompt: dict) -> list[int]:
 READINGS = frozenset(
     {"ttft_s", "tpot_s", "tpot_median_s", "e2e_s", "decode_tokens_per_s", "decode_energy_j_per_token"}
     | {"peak_mem_bytes", "peak_mem_above_start_bytes", "nvml_used_bytes"}
+    | {"prefill_peak_mem_bytes", "mem_after_prefill_bytes"}
 )
 """Fields of a prediction that are this run's clock, memory and energy readings: they differ between two
 runs of the same job, every other field does not."""
@@ -346,11 +227,13 @@ def generate_one(runner, tokenizer, prompt: dict, max_new_tokens: int, probe: Me
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     probe.start()
     try:
-        new_tokens, stamps, start = runner.generate(ids, max_new_tokens, pad, on_decode=probe.mark_decode)
-        end = time.perf_counter()
+        clock = TokenClock(runner.device, on_first=probe.mark_decode)
+        new_tokens = runner.generate(ids, max_new_tokens, pad, clock)
+        clock.stop()
     finally:
         memory = probe.read()
-    steps = [b - a for a, b in pairwise(stamps)]
+    times = clock.readings()
+    steps = len(clock.stamps) - 1
     energy = probe.decode_energy_j()
     cached = len(ids) + len(new_tokens) - 1  # every prompt token and every generated token but the last
     kv_bytes = runner.kv_cache_bytes(cached)
@@ -363,12 +246,8 @@ def generate_one(runner, tokenizer, prompt: dict, max_new_tokens: int, probe: Me
         "prediction": tokenizer.decode(new_tokens, skip_special_tokens=True),
         "n_input_tokens": len(ids),
         "n_output_tokens": len(new_tokens),
-        "ttft_s": stamps[0] - start if stamps else end - start,
-        "tpot_s": statistics.fmean(steps) if steps else None,
-        "tpot_median_s": statistics.median(steps) if steps else None,
-        "e2e_s": end - start,
-        "decode_tokens_per_s": len(steps) / sum(steps) if steps else None,
-        "decode_energy_j_per_token": energy / len(steps) if energy is not None and steps else None,
+        **times,
+        "decode_energy_j_per_token": energy / steps if energy is not None and steps > 0 else None,
         "kv_cache_bytes": kv_bytes,
         **roofline,
         **memory,
@@ -518,9 +397,10 @@ def run_datasets(
         if chosen == "fast":
             from lcopt.engine import EngineUnsupported
 
-            longest = max(p["n_tokens"] + (max_new_tokens or p["max_new_tokens"]) for p in every_todo)
+            answer = max(max_new_tokens or p["max_new_tokens"] for p in every_todo)
+            longest = max(p["n_tokens"] for p in every_todo) + answer
             try:
-                runner = FastRunner(model, kv_method, kv_options, longest)
+                runner = FastRunner(model, kv_method, kv_options, longest, answer)
             except EngineUnsupported as exc:
                 if engine == "fast":
                     raise
@@ -550,6 +430,8 @@ def run_datasets(
                     "engine": chosen,
                     "init": init,
                     "weight_kernels": kernels,
+                    # jobs sharing this GPU (LCOPT_JOBS_PER_GPU): above 1, times are throughput, not latency
+                    "gpu_shared_by": int(os.environ.get(SHARED_BY_ENV, "1")),
                     **code,
                 }
                 try:

@@ -5,7 +5,8 @@ Per model and task family (QA, multi-hop QA, summarization, retrieval):
   its stacks named;
 - token precision vs recall with F1 iso-lines (F1 can hold while the two trade places).
 Per model:
-- the interaction heatmap of every Level-2 stack (its measured score vs what independent parts keep);
+- the interaction heatmap of every Level-2 stack (its measured score vs what independent parts keep,
+  hatched where Benjamini–Hochberg's q ≥ 0.05);
 - measured time beside the roofline (theoretical) time, where the run has GPU data;
 - context-length scaling (score and time to first token vs prompt length) and the passkey needle's
   depth × length heatmap.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -31,6 +31,7 @@ import polars as pl
 
 from lcopt.io import atomic_file
 from lcopt.report import Figure, level, report_family
+from lcopt.stats import as_percent
 
 # Okabe & Ito (2008): distinguishable with every common colour-vision deficiency; yellow last (faint on white).
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#999999", "#F0E442")
@@ -288,100 +289,77 @@ def precision_recall(long: pl.DataFrame, model: str, family: str, path: Path) ->
     _save(fig, path)
 
 
-@dataclass(frozen=True)
-class InteractionColumns:
-    """Which columns of the compounding table the interaction heatmap reads, by name. `measured` and
-    `expected` are what the cell prints ("measured / expected"); `excess` × `sign` is the colour, signed
-    so that > 0 (red) always means the stack does worse than its parts predict. `ci_low`/`ci_high`
-    (a CI of `excess`) and `distinguishable` (bool: that CI excludes 0) are drawn where the table has
-    them: a cell not told apart from zero is hatched."""
-
-    measured: str
-    expected: str
-    excess: str
-    sign: float  # +1: excess is extra drop; -1: excess is score above expectation
-    what: str  # what measured / expected are, for the figure's note
-    scale: float = 100.0  # table unit -> displayed unit (score points ×100)
-    ci_low: str = ""
-    ci_high: str = ""
-    distinguishable: str = "distinguishable"
-
-
-# lcopt.aggregate.compounding: retention scale (expected = baseline × Π part / baseline), paired bootstrap
-# CI and a flag
-RETENTION = InteractionColumns(
-    measured="score",
-    expected="expected",
-    excess="interaction",
-    sign=-1.0,
-    what="score, expected if independent",
-    ci_low="interaction_ci_low",
-    ci_high="interaction_ci_high",
+# The compounding table's columns the interaction heatmap reads (lcopt.aggregate.compounding).
+INTERACTION_COLUMNS = (
+    "model",
+    "dataset",
+    "stack",
+    "score",
+    "expected",
+    "interaction",
+    "interaction_ci_low",
+    "interaction_ci_high",
+    "distinguishable",
+    "measurable",
 )
 
 
-def interaction_columns(compounding: pl.DataFrame) -> InteractionColumns:
-    """The layout of this compounding table, told by its column names."""
-    for layout in (RETENTION,):
-        if {layout.measured, layout.expected, layout.excess} <= set(compounding.columns):
-            return layout
-    raise ValueError(
-        f"compounding table has columns {compounding.columns}; expected those of "
-        f"{RETENTION} (lcopt.plots.InteractionColumns)"
-    )
-
-
-def interaction_heatmap(
-    compounding: pl.DataFrame, model: str, path: Path, columns: InteractionColumns | None = None
-) -> dict[tuple[str, str], float]:
-    """Rows: every stack of several techniques; columns: datasets. Colour: how much worse (red) or better
-    (blue) the stack does than its parts predict; each cell also prints measured / expected, and the CI
-    where the table has one. Returns the colour value per (stack, dataset), in score points ×100."""
+def interaction_heatmap(compounding: pl.DataFrame, model: str, path: Path) -> dict[tuple[str, str], float]:
+    """Rows: every stack of several techniques; columns: datasets. Colour: how far the stack falls below
+    (red) or rises above (blue) what its parts predict if independent, as -interaction (the log ratio of
+    stack to expected, signed so that red is worse); each cell prints it as a percent change, then stack /
+    expected (×100) and the 95% CI. Hatched: q ≥ 0.05 (Benjamini–Hochberg within the model's table), not
+    told from independence; grey "not measurable": the baseline or a part is too near 0 for a ratio.
+    Returns the colour value per (stack, dataset) (NaN where there is none)."""
     title = f"{model}: stack interactions (measured vs expected from its parts)"
-    comp = compounding.filter(pl.col("model") == model) if "model" in compounding.columns else compounding
+    missing = [c for c in INTERACTION_COLUMNS if c not in compounding.columns]
+    if missing:
+        raise ValueError(
+            f"compounding table has columns {compounding.columns}; the interaction heatmap needs "
+            f"{list(INTERACTION_COLUMNS)} (lcopt.aggregate.compounding), missing {missing}"
+        )
+    comp = compounding.filter(pl.col("model") == model)
     if comp.is_empty():
         _message(path, title, "No stack of several techniques whose parts all ran alone: nothing to compare.")
         return {}
-    c = columns or interaction_columns(comp)
     stacks = stack_order(comp["stack"].to_list())
     datasets = sorted(comp["dataset"].unique().to_list())
     cells = {(r["stack"], r["dataset"]): r for r in comp.iter_rows(named=True)}
     worse = np.full((len(stacks), len(datasets)), np.nan)
     for (s, d), r in cells.items():
-        if r[c.excess] is not None:
-            worse[stacks.index(s), datasets.index(d)] = c.sign * c.scale * r[c.excess]
-    vmax = max(1.0, float(np.nanmax(np.abs(worse)))) if np.isfinite(worse).any() else 1.0
-    fig, ax = plt.subplots(
-        figsize=(max(7.0, 2.4 + 1.5 * len(datasets)), 1.8 + 0.45 * len(stacks)), layout="constrained"
-    )
+        if r["interaction"] is not None:
+            worse[stacks.index(s), datasets.index(d)] = -r["interaction"]
+    vmax = max(math.log(1.25), float(np.nanmax(np.abs(worse)))) if np.isfinite(worse).any() else 1.0
+    fig, ax = plt.subplots(figsize=(max(7.0, 2.4 + 1.5 * len(datasets)), 1.8 + 0.5 * len(stacks)), layout="constrained")
     image = ax.imshow(worse, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
-    has_ci = bool(c.ci_low) and c.ci_low in comp.columns and c.ci_high in comp.columns
-    has_flag = c.distinguishable in comp.columns
     for (s, d), r in cells.items():
         i, j = stacks.index(s), datasets.index(d)
         value = worse[i, j]
+        if r["measurable"] is False:
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, color="0.85", lw=0))
+            ax.text(j, i, "not\nmeasurable", ha="center", va="center", fontsize=7, color="0.3")
+            continue
         if math.isnan(value):
             ax.text(j, i, "—", ha="center", va="center", fontsize=8)
             continue
-        text = f"{value:+.1f}\n{c.scale * r[c.measured]:.1f} / {c.scale * r[c.expected]:.1f}"
-        if has_ci and r[c.ci_low] is not None and r[c.ci_high] is not None:
-            low, high = sorted((c.sign * c.scale * r[c.ci_low], c.sign * c.scale * r[c.ci_high]))
-            text += f"\n[{low:+.1f}, {high:+.1f}]"
+        text = f"{as_percent(r['interaction'])}\n{100 * r['score']:.1f} / {100 * r['expected']:.1f}"
+        if r["interaction_ci_low"] is not None and r["interaction_ci_high"] is not None:
+            text += f"\n[{as_percent(r['interaction_ci_low'])}, {as_percent(r['interaction_ci_high'])}]"
         dark = abs(value) > 0.6 * vmax
         ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
-        if has_flag and r[c.distinguishable] is False:
+        if r["distinguishable"] is False:
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", ec="0.5", lw=0))
     ax.set_xticks(range(len(datasets)), datasets, rotation=20, ha="right", fontsize=8)
     ax.set_yticks(range(len(stacks)), stacks, fontsize=8)
     ax.set_xlabel("dataset")
     ax.set_ylabel("stack")
     bar = fig.colorbar(image, ax=ax, shrink=0.8)
-    bar.set_label("worse than expected, score points (×100)\n(red: compounds; blue: overlaps)", fontsize=8)
-    note = f"cell: worse than expected by, then {c.what} (×100)"
-    if has_ci:
-        note += ",\nthen the 95% CI of the first"
-    if has_flag:
-        note += "; hatched: not distinguishable from 0"
+    bar.ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: as_percent(-v)))
+    bar.set_label("stack vs expected if independent\n(red: below, compounds; blue: above, overlaps)", fontsize=8)
+    note = (
+        "cell: stack vs expected (percent change), then stack / expected score (×100),\n"
+        "then its 95% CI; hatched: q ≥ 0.05 (Benjamini–Hochberg within the model), not told from independence"
+    )
     fig.suptitle(f"{title}\n{note}", fontsize=9)
     _save(fig, path)
     return {k: float(worse[stacks.index(k[0]), datasets.index(k[1])]) for k in cells}

@@ -5,6 +5,11 @@ keeps the first and last half of the budget's tokens ("the left and right side m
 instructions"). lcopt does the same, but counts the chat template's tokens inside the budget, so the
 tokens that reach the model never exceed `max_input_tokens`.
 
+Each row also records its `content`: the context and question the model was given, after compression
+and truncation, without the task template or the chat template. The support metrics read it
+(`lcopt.scoring`): a template's own words ("Cutting Knowledge Date: December 2023" in Llama-3.1's chat
+header, "unanswerable" in qasper's instructions) are not support for what the model says.
+
 Prompts are built with the tokenizer of the model that will read them (a released checkpoint's own,
 `lcopt.jobs.prompt_source`), within its own context: the budget is the config's `max_input_tokens`
 or, when smaller, the model's positions less the task's answer. Each row records the budget and a
@@ -13,6 +18,7 @@ fingerprint of the tokenizer, which inference checks against the tokenizer it ru
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 
 from lcopt.tasks import Task
@@ -42,6 +48,7 @@ class Prompt:
     n_tokens_untruncated: int
     truncated: bool
     chat_template: bool
+    content: str  # the context and question that reached the model (`prompt_content`), templates excluded
 
 
 def input_budget(max_input_tokens: int, positions: int | None, max_new_tokens: int) -> int:
@@ -75,15 +82,58 @@ def middle_truncate(tokenizer, text: str, max_tokens: int) -> str:
     return tokenizer.decode(ids[:half] + ids[len(ids) - half :], skip_special_tokens=True)
 
 
+def fill_template(template: str, **fields: str) -> tuple[str, list[tuple[int, int]]]:
+    """`template.format(**fields)` and the character span of each field's value in it, in order."""
+    parts, spans, at = [], [], 0
+    for literal, name, _, _ in string.Formatter().parse(template):
+        parts.append(literal)
+        at += len(literal)
+        if name is not None:
+            value = fields[name]
+            parts.append(value)
+            spans.append((at, at + len(value)))
+            at += len(value)
+    return "".join(parts), spans
+
+
+def kept_spans(tokenizer, text: str, max_tokens: int) -> list[tuple[int, int]]:
+    """The character spans of `text` whose tokens `middle_truncate` keeps (the first and last
+    `max_tokens // 2`), from the tokenizer's offsets; a tokenizer without offsets is measured by the
+    length of its decoded halves (exact where decoding gives back the text, as byte-level BPE does)."""
+    fast = getattr(tokenizer, "is_fast", False)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=fast)
+    ids = encoded["input_ids"]
+    if len(ids) <= max_tokens:
+        return [(0, len(text))]
+    half = max_tokens // 2
+    if not half:
+        return []
+    if fast:
+        head_end, tail_start = encoded["offset_mapping"][half - 1][1], encoded["offset_mapping"][len(ids) - half][0]
+    else:
+        head_end = len(tokenizer.decode(ids[:half], skip_special_tokens=True))
+        tail_start = len(text) - len(tokenizer.decode(ids[len(ids) - half :], skip_special_tokens=True))
+    return [(0, head_end), (max(tail_start, head_end), len(text))]
+
+
+def prompt_content(text: str, fields: list[tuple[int, int]], kept: list[tuple[int, int]]) -> str:
+    """The parts of the template's fields (context, question) that truncation kept, one paragraph each."""
+    pieces = [text[max(a, c) : min(b, d)] for a, b in fields for c, d in kept if max(a, c) < min(b, d)]
+    return "\n\n".join(p for p in pieces if p.strip())
+
+
 def build_prompt(tokenizer, task: Task, row: dict, max_input_tokens: int, context: str | None = None) -> Prompt:
     """The model input for one row; `context` replaces the row's (e.g. a compressed one)."""
-    user_text = task.template.format(context=row["context"] if context is None else context, input=row["input"])
+    user_text, fields = fill_template(
+        task.template, context=row["context"] if context is None else context, input=row["input"]
+    )
     chat = has_chat_template(tokenizer)
     add_special = not chat
     full = _wrap(tokenizer, user_text)
     n_full = _count(tokenizer, full, add_special)
     if n_full <= max_input_tokens:
-        return Prompt(full, add_special, n_full, n_full, False, chat)
+        content = prompt_content(user_text, fields, [(0, len(user_text))])
+        return Prompt(full, add_special, n_full, n_full, False, chat, content)
     overhead = n_full - len(tokenizer(user_text, add_special_tokens=False)["input_ids"])
     budget = max_input_tokens - overhead
     if budget < 2:
@@ -95,7 +145,8 @@ def build_prompt(tokenizer, task: Task, row: dict, max_input_tokens: int, contex
         text = _wrap(tokenizer, middle_truncate(tokenizer, user_text, budget))
         n = _count(tokenizer, text, add_special)
         if n <= max_input_tokens:
-            return Prompt(text, add_special, n, n_full, True, chat)
+            content = prompt_content(user_text, fields, kept_spans(tokenizer, user_text, budget))
+            return Prompt(text, add_special, n, n_full, True, chat, content)
         budget -= n - max_input_tokens
     raise RuntimeError(f"could not fit the prompt into {max_input_tokens} tokens")
 
@@ -118,8 +169,9 @@ def write_prompts(
     trust_remote_code: bool = False,
     original_rows_jsonl=None,
 ) -> None:
-    """The prompts stage: one row per sample with the exact model input, its token counts, the budget it
-    was cut to and the fingerprint of the tokenizer that counted them (`source`'s).
+    """The prompts stage: one row per sample with the exact model input, the content in it (context and
+    question, for the support metrics), its token counts, the budget it was cut to and the fingerprint of
+    the tokenizer that counted them (`source`'s).
 
     `original_rows_jsonl`, for compressed rows, is the dataset before compression: each prompt then also
     records the compression in this model's tokens (`model_token_counts`)."""
@@ -155,6 +207,7 @@ def write_prompts(
             {
                 "_id": row["_id"],
                 "prompt": p.text,
+                "content": p.content,
                 "add_special_tokens": p.add_special_tokens,
                 "n_tokens": p.n_tokens,
                 "n_tokens_untruncated": p.n_tokens_untruncated,

@@ -2,9 +2,10 @@
 
 Model-side techniques (pruning, weight quantization) make a model variant and compose in the order
 given; prompt-side ones (prompt compression) make a prompt variant shared by every model; cache-side
-ones (KV-cache quantization) pick the cache of the inference job. `baseline` is the empty stack. Each
-technique declares its side and what it composes with in its own module (`lcopt.techniques`); nothing
-here names one.
+ones pick the cache of the inference job: at most one per role, an eviction method (which tokens each
+layer keeps after the prefill) before a representation (how the kept tokens are stored: KIVI, float8),
+e.g. `snapkv+kivi4`. `baseline` is the empty stack. Each technique declares its side, its role and what
+it composes with in its own module (`lcopt.techniques`); nothing here names one.
 """
 
 from __future__ import annotations
@@ -12,9 +13,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import combinations
 
-from lcopt.techniques import BASELINE, SIDES, ModelTechnique, Technique, get, registry
+from lcopt.techniques import BASELINE, CACHE_ROLES, SIDES, ModelTechnique, Technique, default_options, get, registry
 
-__all__ = ["BASELINE", "Stack", "StackError", "canonical", "expand_levels", "options_key", "parse_stack"]
+__all__ = [
+    "BASELINE",
+    "Stack",
+    "StackError",
+    "cache_options",
+    "cache_parts",
+    "canonical",
+    "expand_levels",
+    "options_key",
+    "parse_stack",
+]
 
 
 def options_key(technique: str) -> str:
@@ -50,26 +61,38 @@ def _packs_weights(t: Technique) -> bool:
     return isinstance(t, ModelTechnique) and t.packs_weights
 
 
+def _role_rank(t: Technique) -> int:
+    return CACHE_ROLES.index(t.role) if t.side == "cache" and t.role in CACHE_ROLES else len(CACHE_ROLES)
+
+
+def _order(t: Technique) -> tuple[int, bool, int]:
+    return SIDES.index(t.side), _packs_weights(t), _role_rank(t)
+
+
 def canonical(parts) -> str:
     """A stack's name with its techniques in the order they act: model side (weight quantization last),
-    prompt side, cache side."""
-    return "+".join(sorted(parts, key=lambda p: (SIDES.index(get(p).side), _packs_weights(get(p)))))
+    prompt side, cache side (eviction, then the representation of what is kept)."""
+    return "+".join(sorted(parts, key=lambda p: _order(get(p))))
 
 
 def expand_levels(techniques: list[str], levels: list[int]) -> list[str]:
-    """Level 1: each technique alone; level 2: every compatible pair (never two KV-cache methods or two
-    weight quantizations)."""
+    """Level 1: each technique alone; level 2: every compatible pair (never two techniques of one role,
+    e.g. two KV-cache representations or two eviction methods, nor two weight quantizations); an
+    eviction method pairs with a representation (`snapkv+kivi4`)."""
     stacks = []
     for level in sorted(levels):
         for combo in combinations(techniques, level):
             try:
                 stacks.append(parse_stack(canonical(combo)).name)
             except StackError:
-                continue  # an incompatible combination, e.g. two KV-cache methods
+                continue  # an incompatible combination, e.g. two KV-cache representations
     return stacks
 
 
-SIDE_NOUN = {"model": "model-side technique", "prompt": "prompt-side technique", "cache": "KV-cache method"}
+ROLE_NOUN = {
+    "representation": "KV-cache representation (how the cache stores its tokens: kivi4, fp8kv, ...)",
+    "eviction": "KV-cache eviction method (which tokens the cache keeps)",
+}
 
 
 def parse_stack(name: str) -> Stack:
@@ -84,10 +107,19 @@ def parse_stack(name: str) -> Stack:
     if len(set(parts)) != len(parts):
         raise StackError(f"stack {name!r} names a technique twice")
     by_side = {side: tuple(p for p in parts if techniques[p].side == side) for side in SIDES}
-    for side, names in by_side.items():
-        single = [p for p in names if techniques[p].one_per_stack]
-        if single and len(names) > 1:
-            raise StackError(f"stack {name!r}: at most one {SIDE_NOUN[side]}, got {list(names)}")
+    roles: dict[str, list[str]] = {}
+    for p in parts:
+        if techniques[p].role is not None:
+            roles.setdefault(techniques[p].role, []).append(p)
+    for role, names in roles.items():
+        if len(names) > 1:
+            raise StackError(f"stack {name!r}: at most one {ROLE_NOUN.get(role, role)}, got {names}")
+    cache = by_side["cache"]
+    if list(cache) != sorted(cache, key=lambda p: _role_rank(techniques[p])):
+        raise StackError(
+            f"stack {name!r}: cache-side techniques act in the order {', '.join(CACHE_ROLES)} "
+            f"(evict, then store what is kept): write {canonical(parts)!r}"
+        )
     packed = [p for p in by_side["model"] if _packs_weights(techniques[p])]
     if packed and (len(packed) > 1 or by_side["model"][-1] != packed[0]):
         raise StackError(
@@ -99,3 +131,26 @@ def parse_stack(name: str) -> Stack:
         if reason:
             raise StackError(f"stack {name!r}: {a} and {b} do not compose ({reason})")
     return Stack(name, by_side["model"], by_side["prompt"], by_side["cache"])
+
+
+def cache_parts(kv_method: str) -> dict[str, str]:
+    """A stack's cache-side techniques by role: `snapkv+kivi4` -> {eviction: snapkv, representation:
+    kivi4}; `none` -> {} (the model's dtype, nothing evicted)."""
+    if kv_method == "none":
+        return {}
+    stack = parse_stack(kv_method)
+    if stack.model or stack.prompt:
+        raise StackError(f"{kv_method!r} is not made of cache-side techniques only")
+    techniques = registry()
+    return {techniques[p].role: p for p in stack.cache}
+
+
+def cache_options(kv_method: str, given: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Options of each cache-side technique of `kv_method`, by name: its schema's defaults, updated by
+    `given[name]` (an inference job's params: each technique's validated config block)."""
+    given = given or {}
+    parts = list(cache_parts(kv_method).values())
+    extra = sorted(set(given) - set(parts))
+    if extra:
+        raise ValueError(f"options given for {extra}, which are not cache-side techniques of {kv_method!r}")
+    return {name: default_options(get(name)) | dict(given.get(name, {})) for name in parts}

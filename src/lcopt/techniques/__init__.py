@@ -1,9 +1,13 @@
 """The technique registry: one module per technique in this package, each registering itself.
 
-Every module of `lcopt.techniques` (but `base`) is imported on first use and calls `register` with its
+Every module of `lcopt.techniques` (but `base`; a technique that needs several files is a package,
+`kivi/`) is imported on first use and calls `register` with its
 technique(s). A user's own technique lives outside lcopt and is loaded with `load_modules` (the config's
 `technique_modules`: file paths or dotted module names), before the config is validated, so that its
-names join the schema's enum and stack parsing exactly like lcopt's own.
+names join the schema's enum and stack parsing exactly like lcopt's own. The config's
+`technique_aliases` (`register_aliases`) register a technique again under a new name with its own
+option block (`snapkv10: snapkv` with `snapkv10: {budget: 0.1}`), so that one run can hold the same
+technique at two settings.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import sys
 from pathlib import Path
 
 from lcopt.techniques.base import (
+    CACHE_ROLES,
     CHECKPOINTS_SCHEMA,
     SIDES,
     CacheTechnique,
@@ -28,6 +33,7 @@ from lcopt.techniques.base import (
 )
 
 __all__ = [
+    "CACHE_ROLES",
     "CHECKPOINTS_SCHEMA",
     "SIDES",
     "CacheTechnique",
@@ -41,6 +47,7 @@ __all__ = [
     "markdown_list",
     "options_blocks",
     "register",
+    "register_aliases",
     "registry",
 ]
 
@@ -140,15 +147,37 @@ def options_blocks() -> dict[str, dict]:
     return blocks
 
 
+def register_aliases(aliases: dict[str, str]) -> None:
+    """Register each `alias: technique` as a copy of the technique under the alias's name, reading its
+    options from its own config block (`alias:`), checked against the technique's schema. Registering
+    the same alias again is a no-op; an alias may not shadow another technique or alias another alias."""
+    for alias, base in aliases.items():
+        known = _REGISTRY.get(alias)
+        if known is not None and known.alias_of == base:
+            continue
+        if known is not None:
+            raise ValueError(f"technique alias {alias!r}: a technique of that name exists ({known!r})")
+        original = get(base)
+        if original.alias_of:
+            raise ValueError(f"technique alias {alias!r}: {base!r} is itself an alias of {original.alias_of!r}")
+        copied = copy.copy(original)
+        copied.name, copied.options_key, copied.alias_of = alias, alias, base
+        register(copied)
+
+
 def markdown_list() -> str:
     """The README's technique list: one line per technique, by side, with its module and config block."""
     lines = []
     for side in SIDES:
         for name, t in sorted(registry().items()):
+            if t.alias_of:
+                continue  # a config's own name for one of these
             if t.side == side and t.__module__.startswith(f"{__name__}."):
                 block = f", options `{t.options_key}:`" if t.options_schema else ""
                 module = t.__module__.rsplit(".", 1)[-1]
-                lines.append(f"- **`{name}`** ({side} side, `techniques/{module}.py`{block}): {t.summary}.")
+                package = Path(sys.modules[t.__module__].__file__).name == "__init__.py"
+                where = f"techniques/{module}/" if package else f"techniques/{module}.py"
+                lines.append(f"- **`{name}`** ({side} side, `{where}`{block}): {t.summary}.")
     return "\n".join(lines)
 
 

@@ -4,7 +4,8 @@ one hook per side that applies it.
 A technique acts on one side of an inference job (`lcopt.stacks`):
 - model: it makes a model variant from the variant before it (`ModelTechnique.make_variant`);
 - prompt: it rewrites the dataset's rows before the prompts are built (`PromptTechnique.compress_rows`);
-- cache: it gives `generate` the KV cache to fill (`CacheTechnique.reference_cache`).
+- cache: it gives `generate` the KV cache to fill (`CacheTechnique.reference_cache`), or decides which
+  tokens that cache keeps (`EvictionTechnique`, `lcopt.techniques._eviction`).
 
 A subclass sets the class attributes, implements its side's hook, and its module calls
 `lcopt.techniques.register(...)` with one instance per name (kivi4 and kivi2 are one class at two bit
@@ -18,6 +19,9 @@ from typing import Any, ClassVar, Literal
 
 Side = Literal["model", "prompt", "cache"]
 SIDES: tuple[Side, ...] = ("model", "prompt", "cache")  # the order in which they act, and in a stack's name
+# The roles of cache-side techniques, in the order they act: an eviction method chooses the tokens a layer
+# keeps after the prefill, then a representation stores what is kept (bf16 when the stack has none).
+CACHE_ROLES: tuple[str, ...] = ("eviction", "representation")
 
 
 # A model-side option block's `checkpoints`: model name of the config -> a released checkpoint (hub id or
@@ -44,19 +48,22 @@ class Technique:
       share `gptq`, kivi4 and kivi2 share `kivi`);
     - `options_schema`: that block's JSON schema (`properties` with a `default` each where one exists);
       the registry adds it to the config schema, with the block's default made of the properties' ones;
-    - `one_per_stack`: at most one technique of this kind in a stack (every cache method);
+    - `role`: at most one technique of a role in a stack (None: no limit); cache-side techniques are
+      `representation` (how the cache stores tokens) or `eviction` (which tokens it keeps), and act in
+      the order of `CACHE_ROLES`;
     - `incompatibility(other)`: a reason why it cannot share a stack with `other`, or None;
     - `check_options(options)`: rules across option values, raising `OptionError`.
     """
 
     side: ClassVar[Side]
     options_schema: ClassVar[dict[str, Any]] = {}
-    one_per_stack: ClassVar[bool] = False
+    role: ClassVar[str | None] = None
     summary: str = ""  # one line for the README's technique list
 
     def __init__(self, name: str, options_key: str | None = None):
         self.name = name
         self.options_key = options_key or name
+        self.alias_of: str | None = None  # the technique this one copies under a config's own name
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, side={self.side!r}, options_key={self.options_key!r})"
@@ -120,10 +127,11 @@ class PromptTechnique(Technique):
 
 
 class CacheTechnique(Technique):
-    """Chooses the KV cache of an inference job; at most one per stack."""
+    """Chooses how the KV cache of an inference job stores its tokens; at most one per stack (an eviction
+    method, `lcopt.techniques._eviction.EvictionTechnique`, may come before it)."""
 
     side: ClassVar[Side] = "cache"
-    one_per_stack: ClassVar[bool] = True
+    role: ClassVar[str | None] = "representation"
 
     def reference_cache(self, model_config: Any, options: dict) -> Any | None:
         """A fresh `transformers` Cache for one `generate` call (None: transformers' own DynamicCache).

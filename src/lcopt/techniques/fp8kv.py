@@ -10,6 +10,10 @@ appended, so no stored code is ever re-quantized. A later value beyond the prefi
 at +-448 x scale (float8_e4m3fn has no infinity; a plain cast would give NaN); `saturated` counts such
 values per layer. States are dequantized on every read (the pure-PyTorch reference path); the prefill's
 own attention uses the exact states, later steps read the cache.
+
+`FP8StaticCache` is the fast engine's cache of the same format (preallocated, one scale per layer and KV
+head from the prefill); its decode attention is the shared dense kernel (`lcopt.decode_attention`),
+which folds the scales into the scores and the output.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
+from lcopt.static_cache import StaticCache
 from lcopt.techniques import CacheTechnique, register
 
 FP8 = torch.float8_e4m3fn
@@ -89,6 +94,49 @@ class FP8KVCache(Cache):
         super().__init__(layers=[FP8HeadLayer() for _ in range(config.num_hidden_layers)])
 
 
+class FP8StaticCache(StaticCache):
+    """float8 e4m3 keys and values, a scale per (layer, KV head) from the prefill's absolute maximum."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, block_n=128, **kwargs)  # tiles of as many bytes as the dense cache's
+        shape = (self.layers, self.kv_heads, self.max_len, self.head_dim)
+        self.k = torch.zeros(shape, device=self.device, dtype=FP8)
+        self.v = torch.zeros(shape, device=self.device, dtype=FP8)
+        self.k_scale = torch.ones(self.layers, self.kv_heads, device=self.device, dtype=torch.float32)
+        self.v_scale = torch.ones(self.layers, self.kv_heads, device=self.device, dtype=torch.float32)
+
+    def bytes_per_token(self) -> float:
+        return 2 * self.layers * self.kv_heads * self.head_dim
+
+    @staticmethod
+    def _scale(x: torch.Tensor) -> torch.Tensor:
+        amax = x.float().abs().amax(dim=(-2, -1))
+        return torch.where(amax > 0, amax / FP8_MAX, torch.ones_like(amax))
+
+    @staticmethod
+    def _encode(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return (x.float() / scale[:, None, None]).clamp(-FP8_MAX, FP8_MAX).to(FP8)
+
+    def prefill(self, layer, keys, values):
+        self.k_scale[layer] = self._scale(keys)
+        self.v_scale[layer] = self._scale(values)
+        self.k[layer, :, : keys.shape[1]] = self._encode(keys, self.k_scale[layer])
+        self.v[layer, :, : values.shape[1]] = self._encode(values, self.v_scale[layer])
+
+    def append(self, layer, key, value, index):  # index_copy_ has no float8 kernel: copy the bytes
+        for cache, scale, x in ((self.k, self.k_scale, key), (self.v, self.v_scale, value)):
+            encoded = self._encode(x[:, None], scale[layer]).view(torch.uint8)
+            cache[layer].view(torch.uint8).index_copy_(1, index, encoded)
+
+    def read(self, layer, length):
+        k = self.k[layer, :, :length].float() * self.k_scale[layer][:, None, None]
+        v = self.v[layer, :, :length].float() * self.v_scale[layer][:, None, None]
+        return k.to(self.dtype), v.to(self.dtype)
+
+    def _attend_fused(self, layer, q, length):
+        return self.attention.dense(q, length, self.k[layer], self.v[layer], self.k_scale[layer], self.v_scale[layer])
+
+
 class FP8KV(CacheTechnique):
     summary = (
         "KV cache in float8 e4m3 with a scale per layer and KV head, set on the prefill (amax / 448); "
@@ -100,9 +148,7 @@ class FP8KV(CacheTechnique):
 
     def static_cache(self, model_config, options: dict, **engine_args):
         """The fast engine's float8 cache: the same scales, codes and saturation, in preallocated buffers."""
-        from lcopt.static_cache import FP8Cache
-
-        return FP8Cache(**engine_args)
+        return FP8StaticCache(**engine_args)
 
 
 register(FP8KV("fp8kv"))

@@ -201,7 +201,7 @@ def load_gptq_checkpoint(weights: str, device, dtype, trust_remote_code: bool = 
         tensors = [state.pop(f"{prefix}.{n}") for n in ("qweight", "qzeros", "scales", "g_idx")]
         codes, scales, zeros, perm = gptq_parts(*tensors, group_size, v1)
         group = group_size if group_size > 0 else codes.shape[1]
-        layer = TinyGemmLinear(codes, scales, zeros, group, perm, state.pop(f"{prefix}.bias", None), dtype)
+        layer = TinyGemmLinear.from_codes(codes, scales, zeros, group, perm, state.pop(f"{prefix}.bias", None), dtype)
         parent, _, name = prefix.rpartition(".")
         setattr(model.get_submodule(parent), name, layer)
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}

@@ -1,47 +1,32 @@
-"""`kivi4`, `kivi2`: KIVI KV-cache quantization (Liu et al., 2024, arXiv 2402.02750), pure PyTorch
-reference path.
+"""KIVI's reference cache (Liu et al., 2024, arXiv 2402.02750): a `transformers` Cache, pure PyTorch.
 
 Keys are quantized per channel (groups of `group_size` consecutive tokens share a min and a scale
 for each channel), values per token (groups of `group_size` consecutive channels of one token).
 Asymmetric uniform quantization: scale = (max - min) / (2^bits - 1), code = round((x - min) / scale).
-The newest tokens stay in full precision: keys until a block of `residual_length` tokens is complete
-(then the block is quantized at once, since per-channel groups need all their tokens), values for the
-last `residual_length` tokens (older ones are quantized one token at a time as they leave the window).
-As in KIVI, the prefill's own attention uses the exact keys and values; later steps read the cache.
+The newest tokens stay in full precision: keys until a block of `residual_length` (R) tokens is
+complete (then the block is quantized at once, since per-channel groups need all their tokens), values
+for the last R tokens (older ones are quantized one token at a time as they leave the window).
+
+The order is the official implementation's (jy-yuan/KIVI, `models/llama_kivi.py`,
+`LlamaAttention_KIVI.forward`): a decode step first attends over the cache with the new token appended
+in full precision, then quantizes what left the windows. So at a step where the sequence becomes `len`
+long, attention reads exact keys from position ((len - 1) // R) * R on (a full block of R exact keys
+at the step that completes it) and exact values from max(len - 1 - R, 0) on (R + 1 of them). The
+prefill quantizes keys [0, n - n % R) and values [0, n - R); its own attention uses the exact states.
 
 Codes are packed into uint8 (two 4-bit or four 2-bit codes a byte), so the cache's tensors hold the
 real bytes a KIVI cache needs. Dequantization happens on every read: this is the reference path that
-runs anywhere; fused GPU kernels belong behind `KIVILayer._read` later.
+runs anywhere; the fast engine's cache with fused kernels is `lcopt.techniques.kivi.static`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-from lcopt.techniques import CacheTechnique, OptionError, register
-
-
-def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """Pack uint8 codes < 2**bits along the last dim (its size a multiple of 8 // bits) into bytes."""
-    per_byte = 8 // bits
-    if codes.shape[-1] % per_byte:
-        raise ValueError(f"last dim {codes.shape[-1]} is not a multiple of {per_byte}")
-    grouped = codes.reshape(*codes.shape[:-1], -1, per_byte).to(torch.uint8)
-    out = torch.zeros(grouped.shape[:-1], dtype=torch.uint8, device=codes.device)
-    for i in range(per_byte):
-        out |= grouped[..., i] << (bits * i)
-    return out
-
-
-def unpack(packed: torch.Tensor, bits: int) -> torch.Tensor:
-    per_byte = 8 // bits
-    mask = (1 << bits) - 1
-    parts = [(packed >> (bits * i)) & mask for i in range(per_byte)]
-    return torch.stack(parts, dim=-1).reshape(*packed.shape[:-1], packed.shape[-1] * per_byte)
+from lcopt.quant import pack, quantize_groups, unpack
 
 
 @dataclass
@@ -55,19 +40,6 @@ class QuantizedBlock:
     group_size: int
     axis: int
     shape: tuple[int, ...]
-
-
-def quantize_groups(x: torch.Tensor, bits: int, group_size: int) -> tuple[torch.Tensor, ...]:
-    """Asymmetric min-max codes in groups of `group_size` along the last dim: (codes uint8 of x's shape,
-    minimum, scale), the latter two float32 [..., groups, 1]. The fast engine's cache uses it too."""
-    if x.shape[-1] % group_size:
-        raise ValueError(f"last dim of size {x.shape[-1]} is not a multiple of group_size {group_size}")
-    groups = x.reshape(*x.shape[:-1], -1, group_size).float()
-    minimum = groups.amin(dim=-1, keepdim=True)
-    scale = (groups.amax(dim=-1, keepdim=True) - minimum) / (2**bits - 1)
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # a constant group: any scale is exact
-    codes = torch.clamp(torch.round((groups - minimum) / scale), 0, 2**bits - 1).to(torch.uint8)
-    return codes.reshape(x.shape), minimum, scale
 
 
 def quantize(x: torch.Tensor, bits: int, group_size: int, axis: int) -> QuantizedBlock:
@@ -137,6 +109,8 @@ class KIVILayer(DynamicLayer):
         self.cumulative_length += key_states.shape[-2]
         keys = torch.cat([self.keys, key_states], dim=-2)
         values = torch.cat([self.values, value_states], dim=-2)
+        # attend first (the official order): this step reads its new tokens and the windows exact
+        read = (key_states, value_states) if prefill else self._read(keys, values)
         full_blocks = keys.shape[-2] // self.residual_length * self.residual_length
         if full_blocks:  # per-channel groups along tokens: quantize whole blocks only
             block = quantize(keys[..., :full_blocks, :], self.bits, self.group_size, axis=-2)
@@ -148,15 +122,15 @@ class KIVILayer(DynamicLayer):
             self.quantized_values = concat(self.quantized_values, block, dim=-2)
             values = values[..., overflow:, :]
         self.keys, self.values = keys.contiguous(), values.contiguous()
-        if prefill:
-            return key_states, value_states
-        return self._read()
+        return read
 
-    def _read(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _read(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The dequantized blocks followed by the exact windows `keys`, `values`."""
+
         def read(quantized: QuantizedBlock | None, exact: torch.Tensor) -> torch.Tensor:
             return exact if quantized is None else torch.cat([dequantize(quantized), exact], dim=-2)
 
-        return read(self.quantized_keys, self.keys), read(self.quantized_values, self.values)
+        return read(self.quantized_keys, keys), read(self.quantized_values, values)
 
     def get_seq_length(self) -> int:
         return self.cumulative_length
@@ -172,48 +146,3 @@ class KIVICache(Cache):
     def __init__(self, config, bits: int = 4, group_size: int = 32, residual_length: int = 128):
         config = config.get_text_config(decoder=True)
         super().__init__(layers=[KIVILayer(bits, group_size, residual_length) for _ in range(config.num_hidden_layers)])
-
-
-class KIVI(CacheTechnique):
-    options_schema: ClassVar[dict] = {
-        "description": "KIVI cache options (kivi4, kivi2); KIVI's defaults",
-        "properties": {
-            "group_size": {"type": "integer", "minimum": 1, "default": 32},
-            "residual_length": {
-                "type": "integer",
-                "minimum": 1,
-                "default": 128,
-                "description": "newest tokens kept in full precision; a multiple of group_size",
-            },
-        },
-    }
-
-    def __init__(self, name: str, bits: int):
-        super().__init__(name, options_key="kivi")
-        self.bits = bits
-        self.summary = (
-            f"KIVI KV-cache quantization to {bits} bits: keys per channel, values per token, the newest "
-            "tokens exact (pure-PyTorch reference cache)"
-        )
-
-    def check_options(self, options: dict) -> None:
-        if options["residual_length"] % options["group_size"]:
-            raise OptionError(
-                "residual_length",
-                f"{options['residual_length']} is not a multiple of kivi.group_size {options['group_size']} "
-                "(KIVI quantizes keys in whole groups of tokens)",
-            )
-
-    def reference_cache(self, model_config, options: dict) -> KIVICache:
-        return KIVICache(model_config, bits=self.bits, **options)
-
-    def static_cache(self, model_config, options: dict, **engine_args):
-        """The fast engine's KIVI cache (`lcopt.static_cache.KIVICache`): the same codes, scales and
-        quantization points in preallocated buffers, read by the fused Triton decode kernel."""
-        from lcopt.static_cache import KIVICache as StaticKIVICache
-
-        options = {"group_size": 32, "residual_length": 128} | options  # KIVI's defaults, as KIVICache's
-        return StaticKIVICache(**engine_args, bits=self.bits, **options)
-
-
-register(KIVI("kivi4", bits=4), KIVI("kivi2", bits=2))

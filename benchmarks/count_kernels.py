@@ -51,9 +51,15 @@ def count(model, kv: str, context: int) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     from lcopt.engine import FastEngine, static_cache_factory
-    from lcopt.techniques import default_options, get
 
-    options = {} if kv == "none" else default_options(get(kv))
+    try:  # the benchmark's reading of a path's cache (`snapkv+kivi4@2048`): options by technique, since issue 23
+        from lcopt.decode_benchmark import cache_options
+
+        kv, options = cache_options(kv)
+    except ImportError:  # an older checkout (before issue 22): flat options of one cache technique
+        from lcopt.techniques import default_options, get
+
+        options = {} if kv == "none" else default_options(get(kv))
     engine = FastEngine(model, static_cache_factory(kv, model, options), graphs=False)
     engine.reserve(context + 16)
     ids = torch.randint(0, model.config.vocab_size, (context,), generator=torch.Generator().manual_seed(0)).tolist()

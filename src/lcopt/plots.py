@@ -107,15 +107,12 @@ def _stack_legend(fig, styles: dict[str, tuple[str, str]]) -> None:
         plt.Line2D([], [], ls="", marker=m, color=c, markersize=9 if m == "*" else 7, label=s)
         for s, (c, m) in styles.items()
     ]
-    fig.legend(
-        handles=handles,
-        loc="outside right center",
-        fontsize=8,
-        title="stack",
-        title_fontsize=9,
-        frameon=False,
-        ncol=1 if len(handles) <= 12 else 2,
-    )
+    ncol = 1 if len(handles) <= 12 else 2
+    # the legend takes its width from the figure: widen the figure by as much, so the axes keep theirs
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(width + ncol * (0.5 + 0.07 * max((len(s) for s in styles), default=0)), height)
+    fig.legend(handles=handles, loc="outside right center", fontsize=8, title="stack", title_fontsize=9,
+               frameon=False, ncol=ncol)  # fmt: skip
 
 
 def _err_bars(value: float, low: float, high: float) -> tuple[float, float]:

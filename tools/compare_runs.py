@@ -2,8 +2,9 @@
 
 Compares every per-job score summary present in both (`results/scores/**/*.summary.json`) and, where
 both runs finished, `results/tables/*.csv` and `summary.md`, leaving out what measures time or memory
-(wall-clock times, tokens per second, peak memory), which no two runs share. Prints what differs and
-a count; exits 1 on any difference.
+(wall-clock times, tokens per second, peak memory), which no two runs share: in `summary.md`, its
+sections of system readings and of prompt compression (its times; its keep rates are in the tables).
+Prints what differs and a count; exits 1 on any difference.
 
     python tools/compare_runs.py /tmp/before-run/results /tmp/after-run/results
 """
@@ -38,6 +39,17 @@ def table_without_timing(path: Path) -> pl.DataFrame:
     return df.select(keep)
 
 
+def markdown_without_timing(path: Path) -> list[str]:
+    """summary.md's lines but its sections that hold readings (`## System`, `## Prompt compression`)."""
+    kept, skipping = [], False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            skipping = line.startswith(("## System", "## Prompt compression"))
+        if not skipping:
+            kept.append(line)
+    return kept
+
+
 def main(a: Path, b: Path) -> int:
     differences, compared = [], 0
     for path in sorted(a.glob("scores/**/*.summary.json")):
@@ -54,6 +66,11 @@ def main(a: Path, b: Path) -> int:
             left, right = table_without_timing(path), table_without_timing(other)
             if left.columns != right.columns or not left.equals(right):
                 differences.append(str(path.relative_to(a)))
+    summary, other = a / "tables" / "summary.md", b / "tables" / "summary.md"
+    if summary.is_file() and other.is_file():
+        compared += 1
+        if markdown_without_timing(summary) != markdown_without_timing(other):
+            differences.append(str(summary.relative_to(a)))
     print(json.dumps({"compared": compared, "differences": differences}))
     return 1 if differences else 0
 

@@ -19,11 +19,15 @@ def test_the_default_setup_installs_cpu_torch_and_the_interpreters_triton(tmp_pa
     out = dry_run(tmp_path).stdout
     assert "pip install -q 'torch==2.13.0'\n" in out and "-e '.[dev,cpu]'" in out
     assert "torch.version.cuda" not in out
+    # torchao (the benchmark's peer) is not installed, and an older environment's is removed first
+    assert out.index("pip uninstall -q -y torchao") < out.index("-e '.[dev,cpu]'")
 
 
 def test_torch_cuda_installs_the_cuda_build_and_the_triton_it_pins(tmp_path):
     out = dry_run(tmp_path, "TORCH=cuda").stdout
-    assert "pip install -q 'torch==2.13.0,!=2.13.0+cpu'" in out and "-e '.[dev]'" in out
+    assert "pip install -q 'torch==2.13.0,!=2.13.0+cpu'" in out and "-e '.[dev,peers]'" in out
+    # the peers extra (torchao, the decode benchmark's torchao4 paths) is installed after the uninstall
+    assert out.index("pip uninstall -q -y torchao") < out.index("-e '.[dev,peers]'")
     assert "assert torch.version.cuda" in out  # a CPU wheel that slipped in stops the setup
     (tmp_path / "venv").mkdir()
     (tmp_path / "venv" / ".torch").write_text("cuda\n")

@@ -56,7 +56,9 @@ def count(model, kv: str, context: int) -> dict:
         from lcopt.decode_benchmark import cache_options
 
         kv, options = cache_options(kv)
-    except ImportError:  # an older checkout (before issue 22): flat options of one cache technique
+    except ModuleNotFoundError as exc:  # an older checkout (before issue 22): flat options of one cache technique
+        if exc.name != "lcopt.decode_benchmark":
+            raise
         from lcopt.techniques import default_options, get
 
         options = {} if kv == "none" else default_options(get(kv))

@@ -294,14 +294,13 @@ def measure(model, path: str, n: int, new_tokens: int, probe, options: dict) -> 
     }
 
 
-def convert(model, weights: str, current: str, inductor: bytes) -> None:
+def convert(model, weights: str, current: str) -> None:
     """Bring the model's decoder weights from `current` to `weights` (in `WEIGHTS` order)."""
     if weights == current:
         return
     if weights == "torchao4":
         to_torchao_int4(model)
     elif weights == "int4":
-        torch._inductor.config.load_config(inductor)  # undo torchao's compiler settings
         to_int4(model)
 
 
@@ -370,6 +369,7 @@ def main(argv=None) -> None:
         name, _, config_dir = spec.partition("=")
         model = build(config_dir, device)
         weights = "bf16"
+        torch._inductor.config.load_config(inductor)  # not the compiler settings a torchao4 path set (the last)
         for path in paths:
             for n in args.contexts:
                 row = {"model": name, "path": path, "context": n}
@@ -377,11 +377,11 @@ def main(argv=None) -> None:
                     rows.append(row | {"status": "skipped: time budget"})
                     continue
                 try:
-                    if parse_path(path)[0] == "torchao4" and weights == "int4":
+                    if parse_path(path)[0] == "torchao4" and weights != "bf16":  # it quantizes bf16 layers
                         model = None
                         torch.cuda.empty_cache()
                         model, weights = build(config_dir, device), "bf16"
-                    convert(model, parse_path(path)[0], weights, inductor)
+                    convert(model, parse_path(path)[0], weights)
                     weights = parse_path(path)[0]
                     row |= measure(model, path, n, args.new_tokens, probe, vars(args)) | {"status": "ok"}
                 except torch.OutOfMemoryError as exc:

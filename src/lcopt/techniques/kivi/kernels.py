@@ -53,19 +53,19 @@ class Launch:
     num_warps: int = 2
     num_stages: int = 2
     # (KV head, split) programs per layer and registers a thread (ptxas's cap; None: its own choice, up to
-    # 255). These defaults are the engine's launch until run 9 (one wave of 6 CTAs of 2 warps an SM at 168
-    # registers on 132 SMs), not the engine's now: `LAUNCHES` holds that (one wave of 4 CTAs at 255).
-    programs: int = 792
+    # 255): one wave of 4 CTAs of 2 warps an SM at 255 registers on 132 SMs. Until run 9 the engine ran 792
+    # programs at 168 registers (6 CTAs an SM; `run9-default` in benchmarks/kivi_kernel.py).
+    programs: int = 528
     asm: bool = True  # inline PTX to unpack codes (False: plain Triton ops, as the interpreter runs)
-    maxnreg: int | None = 168
+    maxnreg: int | None = None
 
 
-# The engine's, by bits: `regs-free-528` of run 9 (docs/benchmarks/run9/kivi-kernel-run9.log, H100, all
-# 32 layers of Llama-3.1-8B's attention, ms a step), the fastest summed over 32K and 128K for both widths:
-# kivi4 128K 3.597 against 4.366 for programs=792, maxnreg=168 (32K 1.929 against 1.931); kivi2 128K 2.919
-# against 3.126 (32K 1.625 against 1.528: 0.1 ms slower there). 4 CTAs an SM at ptxas's 255 registers
+# The engine's, by bits: the defaults, `regs-free-528` of run 9 (docs/benchmarks/run9/kivi-kernel-run9.log,
+# H100, all 32 layers of Llama-3.1-8B's attention, ms a step), the fastest summed over 32K and 128K for both
+# widths: kivi4 128K 3.597 against 4.366 for programs=792, maxnreg=168 (32K 1.929 against 1.931); kivi2 128K
+# 2.919 against 3.126 (32K 1.625 against 1.528: 0.1 ms slower there). 4 CTAs an SM at ptxas's 255 registers
 # spill less (static counts in the notes).
-LAUNCHES = {4: Launch(programs=528, maxnreg=None), 2: Launch(programs=528, maxnreg=None)}
+LAUNCHES = {4: Launch(), 2: Launch()}
 VALUE_INTERLEAVE = 16  # value codes: tokens a byte column holds contiguously
 
 
